@@ -1,0 +1,148 @@
+"""Readers for the local GLUE / SuperGLUE file formats (the layout of ../shared/data, see its SOURCES.md).
+
+Every reader has the same signature, `read(path, fields, label_fn, **options) -> list[dict]`:
+- `fields` maps a canonical field name (the hub schema's name, plus "label") to the column or key in the file;
+- `label_fn` turns the raw label into the canonical one (class index or float) and raises ValueError on a bad
+  value; the reader adds the file and line, so every bad-data error points at one line of one file.
+`reader_files(name, path)` lists every file a reader opens, so callers can check and fingerprint them first.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from beft.errors import BeftError, choices_error
+
+LabelFn = Callable[[object], object]
+
+# The original WiC release: word, part of speech, token indices "i-j", sentence1, sentence2 (tab-separated).
+WIC_COLUMNS = ["word", "pos", "index", "sentence1", "sentence2"]
+
+
+def _pick(record: Mapping, fields: Mapping[str, str], path: Path, line: int) -> dict:
+    """One example from one parsed record: the wanted columns under their canonical names."""
+    example = {}
+    for name, column in fields.items():
+        if column not in record:
+            raise BeftError(f"malformed row in {path} line {line}: no {column!r} field; fields found: "
+                            f"{', '.join(map(str, record))}")
+        example[name] = record[column]
+    return example
+
+
+def _label(label_fn: LabelFn, value, path: Path, line: int):
+    try:
+        return label_fn(value)
+    except ValueError as err:
+        raise BeftError(f"{path} line {line}: {err}") from None
+
+
+def _canonical(record: Mapping, fields: Mapping[str, str], label_fn: LabelFn, path: Path, line: int) -> dict:
+    example = _pick(record, fields, path, line)
+    if "label" in example:
+        example["label"] = _label(label_fn, example["label"], path, line)
+    return example
+
+
+def _check_columns(path: Path, names: list[str], fields: Mapping[str, str]) -> None:
+    # A missing label column usually means an unlabelled (test) file was given as an evaluation split.
+    missing = [c for c in fields.values() if c not in names]
+    if missing:
+        raise BeftError(f"{path} lacks column(s) {', '.join(missing)} (needs {', '.join(fields.values())}); "
+                        f"columns found: {', '.join(names)}")
+
+
+def read_glue_tsv(path: Path, fields: Mapping[str, str], label_fn: LabelFn, *,
+                  header: bool = True, columns: list[str] | None = None) -> list[dict]:
+    """A GLUE .tsv file. QUOTE_NONE because GLUE text contains bare quotes (the default corrupts RTE and QNLI).
+
+    header=False (CoLA train/dev) takes the column names from `columns`.
+    """
+    # utf-8-sig: the GLUE MRPC files start with a byte-order mark before "Quality".
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if header:
+            names = next(rows, [])
+        elif columns:
+            names = list(columns)
+        else:
+            raise BeftError(f"reader glue_tsv for {path}: header: false needs columns: [...] naming the columns")
+        _check_columns(path, names, fields)
+        examples = []
+        for row in rows:
+            if not row:  # blank line, e.g. a trailing newline
+                continue
+            if len(row) != len(names):
+                raise BeftError(f"malformed row in {path} line {rows.line_num}: {len(row)} tab-separated fields, "
+                                f"expected {len(names)} ({', '.join(names)})")
+            examples.append(_canonical(dict(zip(names, row)), fields, label_fn, path, rows.line_num))
+    return examples
+
+
+def read_jsonl(path: Path, fields: Mapping[str, str], label_fn: LabelFn) -> list[dict]:
+    """A SuperGLUE JSON-lines file (one object per line)."""
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise BeftError(f"malformed row in {path} line {line_no}: not JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise BeftError(f"malformed row in {path} line {line_no}: expected a JSON object")
+            examples.append(_canonical(record, fields, label_fn, path, line_no))
+    return examples
+
+
+def _wic_gold(path: Path) -> Path:
+    return path.with_name(path.name.replace(".data.txt", ".gold.txt"))
+
+
+def read_wic_original(path: Path, fields: Mapping[str, str], label_fn: LabelFn) -> list[dict]:
+    """The original WiC release: `<split>.data.txt` with its labels (T/F) in the `<split>.gold.txt` beside it.
+
+    Sentences here are tokenised ("gear ." not "gear."); the hub's SuperGLUE copy is detokenised.
+    """
+    gold_path = _wic_gold(path)
+    data_lines = path.read_text(encoding="utf-8").splitlines()
+    gold_lines = gold_path.read_text(encoding="utf-8").splitlines()
+    while data_lines and not data_lines[-1].strip():
+        data_lines.pop()
+    while gold_lines and not gold_lines[-1].strip():
+        gold_lines.pop()
+    if len(data_lines) != len(gold_lines):
+        raise BeftError(f"{path} has {len(data_lines)} rows but {gold_path} has {len(gold_lines)} labels; "
+                        "they must match line for line")
+    names = WIC_COLUMNS + ["label"]
+    _check_columns(path, names, fields)
+    examples = []
+    for line_no, (data, gold) in enumerate(zip(data_lines, gold_lines), start=1):
+        row = data.split("\t")
+        if len(row) != len(WIC_COLUMNS):
+            raise BeftError(f"malformed row in {path} line {line_no}: {len(row)} tab-separated fields, "
+                            f"expected {len(WIC_COLUMNS)} ({', '.join(WIC_COLUMNS)})")
+        example = _pick(dict(zip(WIC_COLUMNS, row), label=gold.strip()), fields, path, line_no)
+        if "label" in example:  # a bad label is on the gold file's line
+            example["label"] = _label(label_fn, example["label"], gold_path, line_no)
+        examples.append(example)
+    return examples
+
+
+READERS = {"glue_tsv": read_glue_tsv, "jsonl": read_jsonl, "wic_original": read_wic_original}
+
+
+def get_reader(name: str) -> Callable[..., list[dict]]:
+    if name not in READERS:
+        raise choices_error("reader", name, READERS)
+    return READERS[name]
+
+
+def reader_files(name: str, path: Path) -> list[Path]:
+    """Every file the reader `name` opens for `path` (WiC also reads the gold file beside the data file)."""
+    get_reader(name)
+    return [path, _wic_gold(path)] if name == "wic_original" else [path]
