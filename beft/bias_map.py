@@ -1,0 +1,167 @@
+"""Which bias vectors a model has, under neutral names (q k v o fc1 fc2 ln1 ln2), for any supported family.
+
+A family is one small `Family` entry: where the layer list lives and which module in a layer holds each bias
+type. `BiasMap(model)` finds every (layer, type) cell by module name, so it works on any wrapper
+(`BertForSequenceClassification`, `OPTForCausalLM`, a PEFT model, ...). Cells whose module has no bias (LLaMA,
+GPT-J projections) are still mapped: they are where an additive bias can be placed.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from beft.errors import BeftError, choices_error
+
+TYPES = ("q", "k", "v", "o", "fc1", "fc2", "ln1", "ln2")
+
+# The paper's labels (PAPER.md §A.0); plots and tables use these.
+PAPER_LABELS = {"q": "b_q", "k": "b_k", "v": "b_v", "o": "b_m1", "fc1": "b_m2", "fc2": "b_m3",
+                "ln1": "b_LN1", "ln2": "b_LN2"}
+TEX_LABELS = {"q": r"$\mathbf{b}_{q}$", "k": r"$\mathbf{b}_{k}$", "v": r"$\mathbf{b}_{v}$",
+              "o": r"$\mathbf{b}_{m1}$", "fc1": r"$\mathbf{b}_{m2}$", "fc2": r"$\mathbf{b}_{m3}$",
+              "ln1": r"$\mathbf{b}_{LN1}$", "ln2": r"$\mathbf{b}_{LN2}$"}
+
+_ALIASES = {
+    "q": ["query", "b_q", "bq", "q_proj"],
+    "k": ["key", "b_k", "bk", "k_proj"],
+    "v": ["value", "b_v", "bv", "v_proj"],
+    "o": ["out", "attn_out", "m1", "b_m1", "bm1", "o_proj", "out_proj"],
+    "fc1": ["intermediate", "m2", "b_m2", "bm2", "fc_in", "up_proj"],
+    "fc2": ["output", "m3", "b_m3", "bm3", "fc_out", "down_proj"],
+    "ln1": ["ln_1", "b_ln1", "bln1", "attention_layernorm"],
+    "ln2": ["ln_2", "b_ln2", "bln2", "output_layernorm"],
+}
+ALIASES = {alias: name for name, aliases in _ALIASES.items() for alias in [name, *aliases]}
+
+
+def canonical_type(name: str) -> str:
+    """'value', 'b_v', 'bv' -> 'v'. Unknown names are a one-line error listing the valid ones."""
+    key = str(name).strip().lower()
+    if key not in ALIASES:
+        raise choices_error("bias term", name, [f"{t} ({', '.join(_ALIASES[t][:3])})" for t in TYPES])
+    return ALIASES[key]
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one model family names its per-layer bias-carrying modules."""
+
+    layers: str                      # path of the layer list, e.g. "encoder.layer"
+    modules: dict[str, str]          # bias type -> module path inside one layer
+    head: tuple[str, ...] = ()       # regexes over parameter names: the task head, trained with every method
+    kind: str = "encoder"            # encoder | decoder
+    # True where keys get no positional rotation: then b_k only shifts every attention logit of a query by the
+    # same amount, softmax cancels it, and its gradient is exactly zero (PAPER.md §A.6). Rotary models rotate
+    # b_k per position, so an added b_k does change attention there.
+    key_bias_inert: bool = True
+    peft_names: dict[str, str] = field(default_factory=dict)  # type -> module name PEFT target_modules uses
+
+
+_BERT = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+         "o": "attention.output.dense", "fc1": "intermediate.dense", "fc2": "output.dense",
+         "ln1": "attention.output.LayerNorm", "ln2": "output.LayerNorm"}
+_OPT = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
+        "fc1": "fc1", "fc2": "fc2", "ln1": "self_attn_layer_norm", "ln2": "final_layer_norm"}
+_LLAMA = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+          "fc1": "mlp.up_proj", "fc2": "mlp.down_proj"}
+_GPTJ = {"q": "attn.q_proj", "k": "attn.k_proj", "v": "attn.v_proj", "o": "attn.out_proj",
+         "fc1": "mlp.fc_in", "fc2": "mlp.fc_out", "ln1": "ln_1"}
+
+
+def _peft(modules: dict[str, str]) -> dict[str, str]:
+    return {t: path.split(".")[-1] for t, path in modules.items() if not t.startswith("ln")}
+
+
+FAMILIES: dict[str, Family] = {
+    # BERT: the authors train the pooler bias with every bias subset (PAPER.md §B.5), so it counts as head here.
+    "bert": Family("encoder.layer", _BERT, head=(r"^classifier\.", r"(^|\.)pooler\.dense\.bias$"),
+                   peft_names={"q": "query", "k": "key", "v": "value"}),
+    "roberta": Family("encoder.layer", _BERT, head=(r"^classifier\.",),
+                      peft_names={"q": "query", "k": "key", "v": "value"}),
+    "opt": Family("decoder.layers", _OPT, kind="decoder", peft_names=_peft(_OPT)),
+    "llama": Family("layers", _LLAMA, kind="decoder", key_bias_inert=False, peft_names=_peft(_LLAMA)),
+    "mistral": Family("layers", _LLAMA, kind="decoder", key_bias_inert=False, peft_names=_peft(_LLAMA)),
+    "gptj": Family("h", _GPTJ, kind="decoder", key_bias_inert=False, peft_names=_peft(_GPTJ)),
+}
+
+
+def family_of(model_type: str) -> Family:
+    if model_type not in FAMILIES:
+        raise BeftError(
+            f"no bias map for model_type {model_type!r} (known: {', '.join(FAMILIES)}); add a Family entry "
+            f"naming its layer list and per-layer bias modules to FAMILIES in beft/bias_map.py")
+    return FAMILIES[model_type]
+
+
+Cell = tuple[int, str]  # (layer index from 0, bias type)
+
+
+class BiasMap:
+    """Every (layer, type) cell of a model: its module name, and its bias parameter where one exists."""
+
+    def __init__(self, model: nn.Module):
+        config = getattr(model, "config", None)
+        self.model_type = getattr(config, "model_type", None)
+        self.family = family_of(self.model_type)
+        self.modules: dict[Cell, str] = {}
+        sizes: dict[Cell, int] = {}
+        has_bias: dict[Cell, bool] = {}
+        patterns = {t: re.compile(rf"(?:^|\.){re.escape(self.family.layers)}\.(\d+)\.{re.escape(path)}$")
+                    for t, path in self.family.modules.items()}
+        for name, module in model.named_modules():
+            for t, pattern in patterns.items():
+                match = pattern.search(name)
+                # PEFT wraps a Linear as `<name>` with the original under `<name>.base_layer`: map the wrapper.
+                if match and (layer := int(match.group(1)), t) not in self.modules:
+                    base = getattr(module, "base_layer", module)
+                    self.modules[(layer, t)] = name
+                    has_bias[(layer, t)] = getattr(base, "bias", None) is not None
+                    sizes[(layer, t)] = _out_size(base)
+        if not self.modules:
+            raise BeftError(f"found no {self.model_type} layers under '{self.family.layers}' in "
+                            f"{type(model).__name__}; check the Family entry in beft/bias_map.py")
+        self.num_layers = 1 + max(layer for layer, _ in self.modules)
+        self.types = [t for t in TYPES if any(t == c[1] for c in self.modules)]
+        self._sizes, self._has_bias = sizes, has_bias
+
+    def cells(self, types=None) -> list[Cell]:
+        """Cells in (layer, type order) order, optionally restricted to some types."""
+        wanted = self.types if types is None else [canonical_type(t) for t in types]
+        for t in wanted:
+            if t not in self.types:
+                raise choices_error(f"bias term for {self.model_type}", t, self.types)
+        return sorted((c for c in self.modules if c[1] in wanted), key=lambda c: (c[0], TYPES.index(c[1])))
+
+    def has_bias(self, cell: Cell) -> bool:
+        return self._has_bias[cell]
+
+    def bias_free_types(self) -> list[str]:
+        return [t for t in self.types if not any(self._has_bias[c] for c in self.cells([t]))]
+
+    def size(self, cell: Cell) -> int:
+        return self._sizes[cell]
+
+    def param_name(self, cell: Cell) -> str:
+        """Name of the cell's bias parameter (the model's own `.bias`)."""
+        if not self._has_bias[cell]:
+            raise BeftError(f"{self.model_type} layer {cell[0]} has no {PAPER_LABELS[cell[1]]} bias; "
+                            f"bias-free projections need an added bias (method.add_bias=true)")
+        return f"{self.modules[cell]}.bias"
+
+    def param(self, model: nn.Module, cell: Cell) -> nn.Parameter:
+        return model.get_parameter(self.param_name(cell))
+
+    def head_param_names(self, model: nn.Module) -> list[str]:
+        patterns = [re.compile(p) for p in self.family.head]
+        return [n for n, _ in model.named_parameters() if any(p.search(n) for p in patterns)]
+
+
+def _out_size(module: nn.Module) -> int:
+    if hasattr(module, "out_features"):
+        return int(module.out_features)
+    if hasattr(module, "normalized_shape"):
+        return int(module.normalized_shape[0])
+    weight = getattr(module, "weight", None)
+    return int(weight.shape[0]) if weight is not None else 0

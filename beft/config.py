@@ -1,0 +1,113 @@
+"""Config checks and derived settings: bad input becomes one line naming the key and the valid choices."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from beft.bias_map import canonical_type
+from beft.errors import BeftError, choices_error
+from beft.metrics import check_metrics
+from beft.train import TrainSettings
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+TASK_KINDS = ("classification", "regression")
+
+
+def group_choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Unknown options of a config group (`model=foo`, `method=a,b`) as one line, before Hydra's longer report."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        group = override.key_or_group
+        if override.package is not None or not (CONF_DIR / group).is_dir() or override.is_delete():
+            continue
+        values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        choices = group_choices(group)
+        for value in values:
+            if isinstance(value, str) and value not in choices:
+                raise choices_error(group, value, choices)
+
+
+def all_methods() -> list[str]:
+    from beft.methods import FIXED
+
+    return sorted(FIXED)
+
+
+def validate(cfg) -> None:
+    """Checks Hydra cannot do: values inside the groups."""
+    if cfg.method.name not in all_methods():
+        raise choices_error("method", cfg.method.name, all_methods())
+    for term in cfg.method.get("terms") or []:
+        canonical_type(term)
+    if cfg.task.kind not in TASK_KINDS:
+        raise choices_error(f"task.kind for {cfg.task.name}", cfg.task.kind, TASK_KINDS)
+    check_metrics(cfg.task.metrics)
+    if cfg.task.main_metric not in cfg.task.metrics:
+        raise BeftError(f"task.main_metric={cfg.task.main_metric} is not among task.metrics={list(cfg.task.metrics)}")
+    n = cfg.regime.get("n")
+    if n is not None and (not isinstance(n, int) or n <= 0):
+        raise BeftError(f"regime.n={n!r} must be a positive number of training examples (or null for the "
+                        f"regime's size: {dict(cfg.task.get('sizes') or {})})")
+    if cfg.regime.name not in ("full", "custom") and n is None and cfg.regime.name not in (cfg.task.get("sizes") or {}):
+        raise BeftError(f"task {cfg.task.name} defines no size for regime {cfg.regime.name!r}; "
+                        f"set regime.n=... or use one of: {', '.join(cfg.task.get('sizes') or {})}, full")
+    resolve_device(cfg.trainer.device)
+    if cfg.trainer.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise choices_error("trainer.precision", cfg.trainer.precision, ["auto", "fp32", "bf16", "fp16"])
+    if cfg.trainer.schedule not in ("constant", "linear"):
+        raise choices_error("trainer.schedule", cfg.trainer.schedule, ["constant", "linear"])
+
+
+def train_size(cfg) -> int | None:
+    """Training examples for this regime: regime.n, else the task's size for the regime; None means all."""
+    if cfg.regime.get("n") is not None:
+        return int(cfg.regime.n)
+    if cfg.regime.name == "full":
+        return None
+    return int(cfg.task.sizes[cfg.regime.name])
+
+
+def data_dir(cfg) -> str | None:
+    value = cfg.get("data_dir") or os.environ.get("BEFT_DATA_DIR") or None
+    return str(Path(value).expanduser().resolve()) if value else None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise BeftError(f"trainer.device={name!r} is not a device; valid: auto, cpu, cuda, cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BeftError(f"trainer.device={name} but no CUDA GPU is visible; use trainer.device=cpu or auto")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return precision
+
+
+def train_settings(cfg, device: torch.device) -> TrainSettings:
+    """The paper's schedule for the task unless the trainer or the method overrides it."""
+    t = cfg.trainer
+    lr = t.lr if t.lr is not None else cfg.method.get("lr") or cfg.task.lr
+    epochs = t.epochs if t.epochs is not None else cfg.task.epochs
+    return TrainSettings(lr=float(lr), epochs=int(epochs), max_grad_norm=t.max_grad_norm, adam_eps=t.adam_eps,
+                         weight_decay=t.weight_decay, schedule=t.schedule, grad_accum=t.grad_accum,
+                         group_by_length=t.group_by_length, precision=resolve_precision(t.precision, device),
+                         seed=int(cfg.seed), progress=bool(t.progress), max_steps=t.get("max_steps"))
+
+
+def to_plain(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)

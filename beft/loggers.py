@@ -1,0 +1,70 @@
+"""Experiment loggers: `none`, `csv` (per-epoch rows beside the record) and `wandb` (offline unless told)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from beft.errors import choices_error
+
+
+class NullLogger:
+    def start(self, config: dict, run_dir: Path, run_id: str) -> None: ...
+    def log(self, metrics: dict, step: int) -> None: ...
+    def log_image(self, name: str, path: Path) -> None: ...
+    def finish(self, record: dict) -> None: ...
+
+
+class CsvLogger(NullLogger):
+    def start(self, config, run_dir, run_id):
+        self.path = Path(run_dir) / "history.csv"
+        self.rows = []
+
+    def log(self, metrics, step):
+        self.rows.append({"step": step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+        fields = sorted({k for row in self.rows for k in row}, key=lambda k: (k != "step", k))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+class WandbLogger(NullLogger):
+    """One wandb run per beft run; always finished, even when the run fails, so multirun jobs never share one."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.run = None
+
+    def start(self, config, run_dir, run_id):
+        import wandb
+
+        self.run = wandb.init(project=self.cfg.project, entity=self.cfg.get("entity"), mode=self.cfg.mode,
+                              name=run_id, config=config, dir=str(run_dir), group=self.cfg.get("group"),
+                              tags=list(self.cfg.get("tags") or []), reinit="finish_previous")
+
+    def log(self, metrics, step):
+        if self.run is not None:
+            self.run.log(metrics, step=step)
+
+    def log_image(self, name, path):
+        if self.run is not None and Path(path).exists():
+            import wandb
+
+            self.run.log({name: wandb.Image(str(path))})
+
+    def finish(self, record):
+        if self.run is None:
+            return
+        summary = {f"final/{k}": v for k, v in (record.get("metrics") or {}).get("final", {}).items()}
+        self.run.summary.update({"status": record.get("status"), "trainable_params": record.get("trainable_params"),
+                                 **summary})
+        self.run.finish(exit_code=0 if record.get("status") == "ok" else 1)
+        self.run = None
+
+
+def make_logger(cfg) -> NullLogger:
+    kinds = {"none": lambda: NullLogger(), "csv": lambda: CsvLogger(), "wandb": lambda: WandbLogger(cfg)}
+    if cfg.name not in kinds:
+        raise choices_error("logger", cfg.name, kinds)
+    return kinds[cfg.name]()

