@@ -69,6 +69,3 @@ class Batcher:
         for start in range(0, len(order), self.batch_size):
             indices = order[start:start + self.batch_size]
             yield indices, self.collate(data, indices)
-
-    def num_train_batches(self, data: Encoded) -> int:
-        return -(-len(data) // self.batch_size)

@@ -103,7 +103,7 @@ def train_settings(cfg, device: torch.device) -> TrainSettings:
     t = cfg.trainer
     lr = t.lr if t.lr is not None else cfg.method.get("lr") or cfg.task.lr
     epochs = t.epochs if t.epochs is not None else cfg.task.epochs
-    return TrainSettings(lr=float(lr), epochs=int(epochs), max_grad_norm=t.max_grad_norm, adam_eps=t.adam_eps,
+    return TrainSettings(lr=float(lr), epochs=int(epochs), batch_size=int(t.batch_size), max_grad_norm=t.max_grad_norm, adam_eps=t.adam_eps,
                          weight_decay=t.weight_decay, schedule=t.schedule, grad_accum=t.grad_accum,
                          group_by_length=t.group_by_length, precision=resolve_precision(t.precision, device),
                          seed=int(cfg.seed), progress=bool(t.progress), max_steps=t.get("max_steps"))

@@ -88,5 +88,16 @@ def load_encoder(model_cfg, num_labels: int, attn_implementation: str = "sdpa"):
     return model, where
 
 
+def encoder_skeleton(model_cfg, num_labels: int):
+    """The model's structure on the meta device, without weights: enough for a BiasMap, free to build."""
+    if model_cfg.get("tiny"):
+        config = _tiny_config(model_cfg, num_labels=num_labels)
+    else:
+        where = weights_location(model_cfg)
+        config = AutoConfig.from_pretrained(where["path"], revision=where.get("revision"), num_labels=num_labels)
+    with torch.device("meta"):
+        return AutoModelForSequenceClassification.from_config(config)
+
+
 def num_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from beft.batching import Batcher, Encoded
-from beft.evaluate import autocast, loss_from_logits, to_device
+from beft.evaluate import autocast, to_device
 
 
 class Diverged(RuntimeError):
@@ -21,6 +20,7 @@ class Diverged(RuntimeError):
 class TrainSettings:
     lr: float
     epochs: int
+    batch_size: int = 16
     max_grad_norm: float = 1.0
     adam_eps: float = 1e-6
     weight_decay: float = 0.0
@@ -46,8 +46,7 @@ def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=s.lr, eps=s.adam_eps, weight_decay=s.weight_decay)
 
 
-def train(model, data: Encoded, batcher: Batcher, s: TrainSettings, device: torch.device, regression: bool,
-          on_epoch_end=None) -> TrainLog:
+def train(model, workload, data, s: TrainSettings, on_epoch_end=None) -> TrainLog:
     """Train the parameters that require grad.
 
     `on_epoch_end(epoch, entry, last)` may return metrics to add to the epoch's history entry; `last` is true for
@@ -55,7 +54,9 @@ def train(model, data: Encoded, batcher: Batcher, s: TrainSettings, device: torc
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, s)
-    steps_per_epoch = math.ceil(batcher.num_train_batches(data) / s.grad_accum)
+    device = next(model.parameters()).device
+    batches_per_epoch = math.ceil(len(data) / s.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / s.grad_accum)
     total_steps = steps_per_epoch * s.epochs if s.max_steps is None else min(s.max_steps, steps_per_epoch * s.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, (lambda step: max(0.0, 1 - step / total_steps)) if s.schedule == "linear" else (lambda step: 1.0))
@@ -66,17 +67,14 @@ def train(model, data: Encoded, batcher: Batcher, s: TrainSettings, device: torc
     bar = tqdm(total=total_steps, desc=s.desc, disable=not s.progress, leave=False, dynamic_ncols=True)
     for epoch in range(s.epochs):
         epoch_start, losses = time.perf_counter(), []
-        for i, batch in enumerate(batcher.train_batches(data, generator, s.group_by_length)):
-            batch = to_device(batch, device)
-            labels = batch.pop("labels")
+        for i, batch in enumerate(workload.batches(data, s.batch_size, generator, s.group_by_length)):
             with autocast(device, s.precision):
-                logits = model(**batch).logits
-            loss = loss_from_logits(logits, labels, regression)
+                loss = workload.loss(model, to_device(batch, device))
             if not torch.isfinite(loss):
                 raise Diverged(f"training loss became {loss.item()} at epoch {epoch}, step {log.steps}")
             (loss / s.grad_accum).backward()
             losses.append(loss.item())
-            if (i + 1) % s.grad_accum == 0 or i + 1 == batcher.num_train_batches(data):
+            if (i + 1) % s.grad_accum == 0 or i + 1 == batches_per_epoch:
                 torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
                 optimizer.step()
                 scheduler.step()

@@ -1,0 +1,48 @@
+"""A small on-disk cache of finished trainings, so identical trainings run once per machine.
+
+The probe of the selection methods is the BitFit run of the same seed, and a selection method that picks b_v
+trains exactly what `method=fixed method.terms=[v]` trains: both are looked up here by a key over everything
+that determines the training (model, data, seed, schedule, and the set of trained parameters).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Cache:
+    def __init__(self, root: str | os.PathLike | None):
+        self.root = Path(root) if root else None
+
+    def _path(self, kind: str, key: str) -> Path:
+        return self.root / kind / f"{key}.pt"
+
+    def get(self, kind: str, key: str):
+        if self.root is None or not self._path(kind, key).exists():
+            return None
+        try:
+            return torch.load(self._path(kind, key), map_location="cpu", weights_only=False)
+        except Exception:  # a torn or foreign file is a miss, never a crash
+            return None
+
+    def put(self, kind: str, key: str, value) -> None:
+        if self.root is None:
+            return
+        path = self._path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(value, tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)

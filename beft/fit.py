@@ -1,0 +1,104 @@
+"""Train one scope on a workload and evaluate it per epoch, or reuse an identical training from the cache."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from beft.bias_map import BiasMap
+from beft.cache import Cache, digest
+from beft.models import num_parameters
+from beft.record import key_fields
+from beft.train import TrainSettings, train
+from beft.trainable import InertKeyBiases, Scope, apply_scope
+
+log = logging.getLogger("beft")
+STATE_LIMIT = 5_000_000  # keep the trained tensors of parameter-efficient scopes only (not full fine-tuning)
+
+
+@dataclass
+class Fit:
+    key: str
+    history: list[dict]
+    steps: int
+    train_seconds: float
+    eval_seconds: float
+    trainable: int
+    total: int
+    state: dict[str, torch.Tensor] | None    # trained values of the trainable parameters, on CPU
+    model_source: dict
+    notes: list[str] = field(default_factory=list)
+    zero_gradient: dict = field(default_factory=dict)
+    reused: bool = False
+
+
+def training_key(cfg, scope: Scope, settings: TrainSettings) -> str:
+    """Everything that determines a training's numbers; the method that asked for it is not part of it."""
+    fields = {k: v for k, v in key_fields(cfg).items() if k not in ("method", "budget")}
+    trained = {k: v for k, v in asdict(settings).items() if k not in ("progress", "desc")}
+    return digest({**fields, "scope": [scope.kind, sorted(map(list, scope.targets))], "settings": trained,
+                   "eval": [bool(cfg.trainer.eval_train), bool(cfg.trainer.eval_every_epoch)]})
+
+
+def fit(cfg, workload, scope: Scope, settings: TrainSettings, cache: Cache, logger=None) -> tuple[Fit, object]:
+    """Returns (Fit, trained model); the model is None when the training was reused from the cache."""
+    key = training_key(cfg, scope, settings)
+    cached = cache.get("fits", key)
+    if cached is not None:
+        result = Fit(**cached)
+        result.reused = True
+        log.info("reusing an identical training (%s, %d steps) from the cache", scope.describe(), result.steps)
+        for entry in result.history:
+            if logger is not None:
+                logger.log(entry, step=entry["epoch"])
+        return result, None
+
+    model, source = workload.new_model()
+    bias_map = BiasMap(model)
+    trainable = apply_scope(model, bias_map, scope)
+    total = num_parameters(model)
+    log.info("trainable parameters: %s of %s (%.4f%%) [%s]", f"{trainable:,}", f"{total:,}",
+             100 * trainable / total, scope.describe())
+    inert_keys = InertKeyBiases(model, bias_map)
+    eval_seconds = 0.0
+
+    def on_epoch_end(epoch, entry, last):
+        nonlocal eval_seconds
+        scores = {}
+        if cfg.trainer.eval_every_epoch or last:
+            start = time.perf_counter()
+            scores = workload.evaluate(model)
+            eval_seconds += time.perf_counter() - start
+        if logger is not None:
+            logger.log({**entry, **scores}, step=epoch)
+        return scores
+
+    run = train(model, workload, workload.train_set, settings, on_epoch_end=on_epoch_end)
+    result = Fit(key=key, history=run.history, steps=run.steps, train_seconds=run.seconds - eval_seconds,
+                 eval_seconds=eval_seconds, trainable=trainable, total=total, state=None, model_source=source)
+    if inert_keys.active:
+        result.notes.append(inert_keys.note())
+        result.zero_gradient = {"k": {"max_abs_roundoff": inert_keys.max_roundoff}}
+        log.warning(inert_keys.note())
+        inert_keys.remove()
+    if trainable <= STATE_LIMIT:
+        result.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    cache.put("fits", key, asdict(result))
+    return result, model
+
+
+def restore(workload, result: Fit):
+    """A model with a cached training's trained parameters put back (the rest is the pretrained model)."""
+    if result.state is None:
+        raise ValueError("this training kept no parameters (too many to cache); rerun it with force=true")
+    model, _ = workload.new_model()
+    missing = set(result.state) - {n for n, _ in model.named_parameters()}
+    if missing:
+        raise ValueError(f"cached parameters not in the model: {sorted(missing)[:3]}")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in result.state:
+                param.copy_(result.state[name].to(param.device))
+    return model

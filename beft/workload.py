@@ -1,0 +1,85 @@
+"""A workload is a task made ready for one model family: its encoded splits, a fresh model, a loss, an evaluation.
+
+Training, probing and every selection score go through this interface, so encoders (sequence classification)
+and decoders (prompted scoring, `beft.decoder`) share one pipeline:
+
+    workload.new_model()                 -> (model with a freshly seeded task head, weights provenance)
+    workload.bias_map()                  -> BiasMap of the model (built without loading weights)
+    workload.batches(data, batch_size, generator=None) -> padded batches (seeded random order if a generator)
+    workload.loss(model, batch)          -> scalar loss tensor (batch already on the model's device)
+    workload.evaluate(model)             -> {"<split>/<metric>": value} on every evaluation split
+    workload.train_set, workload.eval_sets, workload.main_metric, workload.source
+"""
+from __future__ import annotations
+
+import torch
+from transformers import set_seed
+
+from beft import config as C
+from beft.batching import Batcher, Encoded, encode
+from beft.data import load_task
+from beft.evaluate import evaluate, loss_from_logits
+from beft.bias_map import BiasMap
+from beft.models import encoder_skeleton, load_encoder, load_tokenizer
+
+
+class EncoderWorkload:
+    """Sequence classification or regression with a task head on an encoder (BERT, RoBERTa, MiniLM)."""
+
+    kind = "encoder"
+
+    def __init__(self, cfg, device: torch.device | None = None, data=None, tokenizer=None):
+        self.cfg, self.task = cfg, cfg.task
+        self.regression = cfg.task.kind == "regression"
+        self.device = device or C.resolve_device(cfg.trainer.device)
+        self.precision = C.resolve_precision(cfg.trainer.precision, self.device)
+        self.data = data or load_task(cfg.task, C.data_dir(cfg), C.train_size(cfg), int(cfg.seed))
+        self.tokenizer = tokenizer or load_tokenizer(cfg.model)
+        t = cfg.trainer
+        self.max_length, self.pad_to_max_length = t.max_length, t.pad_to_max_length
+        self.train_set = self.encode(self.data.train)
+        self.eval_sets = {name: self.encode(rows) for name, rows in self.data.eval.items()}
+        if t.eval_train:
+            self.eval_sets["train"] = self.train_set
+        self.main_metric = f"{next(iter(self.data.eval))}/{cfg.task.main_metric}"
+        self.source = self.data.source
+
+    def encode(self, examples: list[dict]) -> Encoded:
+        return encode(examples, self.tokenizer, self.task.text_fields, self.max_length, self.regression)
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.regression else len(self.task.label_names)
+
+    def new_model(self):
+        """The pretrained backbone with a task head seeded by the run's seed: the same start for every method."""
+        set_seed(int(self.cfg.seed))
+        model, source = load_encoder(self.cfg.model, self.num_labels, self.cfg.trainer.attn_implementation)
+        return model.to(self.device), source
+
+    def bias_map(self) -> BiasMap:
+        """The model's bias cells, from its structure alone (no weights are loaded)."""
+        return BiasMap(encoder_skeleton(self.cfg.model, self.num_labels))
+
+    def batcher(self, batch_size: int) -> Batcher:
+        return Batcher(self.tokenizer, batch_size, self.max_length, self.pad_to_max_length)
+
+    def batches(self, data: Encoded, batch_size: int, generator: torch.Generator | None = None,
+                group_by_length: bool = True):
+        batcher = self.batcher(batch_size)
+        if generator is None:
+            return (batch for _, batch in batcher.eval_batches(data))
+        return batcher.train_batches(data, generator, group_by_length)
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return loss_from_logits(model(**inputs).logits, batch["labels"], self.regression)
+
+    def evaluate(self, model) -> dict[str, float]:
+        batcher = self.batcher(self.cfg.trainer.eval_batch_size)
+        scores = {}
+        for split, data in self.eval_sets.items():
+            for name, value in evaluate(model, batcher, data, self.task.metrics, self.regression, self.device,
+                                        self.precision).items():
+                scores[f"{split}/{name}"] = value
+        return scores

@@ -1,0 +1,70 @@
+"""End-to-end runs on the real data: the record, determinism, the b_k fact, and training reuse."""
+import json
+
+import pytest
+import torch
+
+from beft.cache import Cache
+from beft.fit import fit, training_key
+from beft.pipeline import run
+from beft.record import RECORD
+from beft.trainable import Scope
+from beft.workload import EncoderWorkload
+from beft import config as C
+
+QUICK = ("regime.n=48", "trainer.epochs=2", "trainer.batch_size=16")
+
+
+def test_minilm_v_run_writes_a_complete_record(make_cfg, tmp_path):
+    record = run(make_cfg("model=minilm", "task=sst2", "method.terms=[v]", *QUICK))
+    assert record["status"] == "ok"
+    assert record["trainable_params"] == 6 * 384 + 384 + 2 * 384 + 2  # b_v in 6 layers + pooler bias + classifier
+    assert record["n_train"] == 48 and record["n_eval"] == {"validation": 872}
+    assert 0.0 <= record["metrics"]["main"]["value"] <= 1.0
+    assert [e["epoch"] for e in record["metrics"]["history"]] == [0, 1]
+    assert record["env"]["data"]["kind"] == "local" and record["env"]["model"]["kind"] == "package"
+    assert set(record["timing"]) >= {"load", "train", "eval", "total"}
+    saved = json.loads((tmp_path / "runs" / record["run_id"] / RECORD).read_text())
+    assert saved["key"] == record["key"] and saved["metrics"] == record["metrics"]
+    assert (tmp_path / "runs" / record["run_id"] / "learning_curve.png").stat().st_size > 1000
+
+
+def test_same_config_and_seed_give_identical_numbers(make_cfg):
+    a = run(make_cfg("model=tiny-bert", "task=rte", "cache_dir=null", *QUICK))
+    b = run(make_cfg("model=tiny-bert", "task=rte", "cache_dir=null", "force=true", *QUICK))
+    assert a["metrics"]["history"][-1]["train_loss"] == b["metrics"]["history"][-1]["train_loss"]
+    assert a["metrics"]["final"] == b["metrics"]["final"]
+    c = run(make_cfg("model=tiny-bert", "task=rte", "cache_dir=null", "seed=1", *QUICK))
+    assert c["metrics"]["history"][-1]["train_loss"] != a["metrics"]["history"][-1]["train_loss"]
+
+
+def test_key_bias_gets_zero_gradient_and_is_reported(make_cfg, tmp_path):
+    cfg = make_cfg("model=tiny-bert", "task=sst2", "method.terms=[k,v]", *QUICK)
+    workload = EncoderWorkload(cfg)
+    bias_map = workload.bias_map()
+    result, model = fit(cfg, workload, Scope("targets", bias_map.cells(["k", "v"])),
+                        C.train_settings(cfg, workload.device), Cache(None))
+    start, _ = workload.new_model()
+    for cell in bias_map.cells(["k", "v"]):
+        moved = not torch.equal(bias_map.param(model, cell), bias_map.param(start, cell))
+        assert moved == (cell[1] == "v"), cell
+    assert 0 < result.zero_gradient["k"]["max_abs_roundoff"] < 1e-6
+    record = run(cfg)
+    assert any("b_k receives exactly zero gradient" in note for note in record["notes"])
+    assert "k" in record["zero_gradient"]
+
+
+def test_identical_trainings_are_shared(make_cfg, tmp_path):
+    cache = f"cache_dir={tmp_path / 'cache'}"
+    first = run(make_cfg("model=tiny-bert", "task=sst2", cache, *QUICK))
+    again = run(make_cfg("model=tiny-bert", "task=sst2", cache, "force=true", *QUICK))
+    assert not first["training"]["reused"] and again["training"]["reused"]
+    assert again["metrics"] == first["metrics"]
+    cfg = make_cfg("model=tiny-bert", "task=sst2", *QUICK)
+    workload = EncoderWorkload(cfg)
+    settings = C.train_settings(cfg, workload.device)
+    v = Scope("targets", workload.bias_map().cells(["v"]))
+    q = Scope("targets", workload.bias_map().cells(["q"]))
+    assert training_key(cfg, v, settings) != training_key(cfg, q, settings)
+    other_method = make_cfg("model=tiny-bert", "task=sst2", "method=bitfit", *QUICK)
+    assert training_key(other_method, v, settings) == training_key(cfg, v, settings)
