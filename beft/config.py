@@ -17,7 +17,7 @@ TASK_KINDS = ("classification", "regression")
 
 
 def group_choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -37,8 +37,9 @@ def check_overrides(overrides: list[str]) -> None:
 
 def all_methods() -> list[str]:
     from beft.methods import FIXED
+    from beft.selection import SELECTORS
 
-    return sorted(FIXED)
+    return sorted({*FIXED, *SELECTORS})
 
 
 def validate(cfg) -> None:

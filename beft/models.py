@@ -57,6 +57,20 @@ def _tiny_config(model_cfg, **head_kwargs):
     return AutoConfig.for_model(model_type, **spec, **head_kwargs)
 
 
+def tiny_pretrained(build, model_cfg):
+    """A random-weight stand-in for a pretrained model: the same weights in every run (a fixed seed), and
+    small random biases (`bias_std`), since zero biases would leave the projection score undefined."""
+    with torch.random.fork_rng():
+        torch.manual_seed(int(model_cfg.get("weights_seed", 0)))
+        model = build()
+        std = float(model_cfg.get("bias_std", 0.02))
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith(".bias") and std > 0:
+                    param.normal_(0.0, std)
+    return model
+
+
 def load_encoder(model_cfg, num_labels: int, attn_implementation: str = "sdpa"):
     """Backbone + a freshly initialised sequence-classification head (random under the current torch seed).
 
@@ -68,7 +82,8 @@ def load_encoder(model_cfg, num_labels: int, attn_implementation: str = "sdpa"):
     if model_cfg.get("tiny"):
         config = _tiny_config(model_cfg, **head_kwargs)
         config._attn_implementation = attn_implementation
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = tiny_pretrained(lambda: AutoModelForSequenceClassification.from_config(config), model_cfg)
+        model.classifier.apply(model._init_weights)  # the head, like a real model's, follows the run's seed
         return model, {"kind": "tiny", "config": dict(model_cfg.tiny)}
     where = weights_location(model_cfg)
     verbosity = hf_logging.get_verbosity()

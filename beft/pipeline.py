@@ -1,6 +1,7 @@
 """One run, as data flows: config -> data -> model -> what to train -> train -> evaluate -> record."""
 from __future__ import annotations
 
+import csv
 import logging
 import time
 import traceback
@@ -10,12 +11,15 @@ from pathlib import Path
 import torch
 
 from beft import config as C
+from beft.bias_map import PAPER_LABELS
 from beft.cache import Cache
 from beft.errors import BeftError
 from beft.fit import fit
 from beft.loggers import make_logger
 from beft.methods import fixed_scope
-from beft.plots import learning_curve
+from beft.plots import learning_curve, score_heatmap
+from beft.selection import SELECTORS, select
+from beft.trainable import Scope
 from beft.record import RECORD, environment, read_record, record_key, write_json_atomic
 from beft.train import Diverged
 from beft.workload import EncoderWorkload
@@ -26,6 +30,8 @@ log = logging.getLogger("beft")
 def method_label(cfg) -> str:
     if cfg.method.name == "fixed":
         return "fixed-" + "+".join(str(t) for t in cfg.method.terms)
+    if cfg.method.name in SELECTORS and cfg.budget.name != "one_type":
+        return f"{cfg.method.name}-{cfg.budget.name}"
     return cfg.method.name
 
 
@@ -67,10 +73,24 @@ def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
     t0 = time.perf_counter()
     workload = make_workload(cfg)
     timing = {"load": time.perf_counter() - t0}
-    scope = fixed_scope(cfg.method, workload.bias_map())
+    cache = Cache(cfg.get("cache_dir"))
     settings = C.train_settings(cfg, workload.device)
+    settings.desc = f"{cfg.task.name} s{cfg.seed}"
+    if cfg.method.name in SELECTORS:
+        selection, bias_map = select(cfg, workload, settings, cache)
+        scope = Scope("targets", selection.targets)
+        record["selection"] = selection.to_record(bias_map, cfg.budget)
+        record["notes"] += selection.warnings
+        timing.update(probe=selection.probe.seconds if selection.probe else 0.0, scoring=selection.seconds)
+        write_scores(record["selection"], run_dir, logger,
+                     title=f"{cfg.method.name}: {cfg.model.name}, {cfg.task.name}, n={len(workload.train_set)}, "
+                           f"seed {cfg.seed}")
+        log.info("%s ranking: %s -> training %s", cfg.method.name, " > ".join(selection.ranking),
+                 Scope("targets", selection.targets).describe())
+    else:
+        scope = fixed_scope(cfg.method, workload.bias_map())
     settings.desc = f"{cfg.task.name} {scope.describe()} s{cfg.seed}"
-    result, _ = fit(cfg, workload, scope, settings, Cache(cfg.get("cache_dir")), logger)
+    result, _ = fit(cfg, workload, scope, settings, cache, logger)
 
     record.update(trainable_params=result.trainable, total_params=result.total,
                   scope={"kind": scope.kind, "targets": [list(c) for c in scope.targets], "label": scope.describe()},
@@ -86,6 +106,22 @@ def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
     record["timing"] = timing
     plot = learning_curve(result.history, run_dir / "learning_curve.png", title=run_dir.name)
     logger.log_image("learning_curve", plot)
+
+
+def write_scores(selection: dict, run_dir: Path, logger, title: str) -> None:
+    """scores.csv (one row per layer and type) and the heatmap, beside the record."""
+    rows = [(layer, t, PAPER_LABELS[t], score) for t, per_layer in selection["scores"].items()
+            for layer, score in enumerate(per_layer)]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "scores.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["layer", "type", "label", "score", "type_score"])
+        for layer, t, label, score in rows:
+            writer.writerow([layer, t, label, "" if score is None else repr(score),
+                             repr(selection["type_scores"][t])])
+    plot = score_heatmap(selection["scores"], selection["type_scores"], run_dir / "heatmap.png",
+                         title=title)
+    logger.log_image("heatmap", plot)
 
 
 def make_workload(cfg):

@@ -32,3 +32,32 @@ def learning_curve(history: list[dict], path: Path, title: str = "") -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def score_heatmap(scores: dict[str, list], type_scores: dict[str, float], path: Path, title: str = "") -> Path:
+    """Layers x bias types, rows sorted by score, with an Avg column (like the paper's Fig. 1)."""
+    import numpy as np
+
+    from beft.bias_map import TEX_LABELS
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    types = sorted(scores, key=lambda t: -type_scores[t])
+    n_layers = max(len(v) for v in scores.values())
+    grid = np.array([[np.nan if s is None else s for s in scores[t]] + [type_scores[t]] for t in types], float)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.62 * (n_layers + 1) + 2.2), 0.42 * len(types) + 1.3),
+                           constrained_layout=True)
+    image = ax.imshow(grid, cmap="Blues", aspect="auto")
+    ax.set_xticks(range(n_layers + 1), [f"layer {i + 1}" for i in range(n_layers)] + ["Avg."], rotation=45,
+                  ha="right", fontsize=8)
+    ax.set_yticks(range(len(types)), [TEX_LABELS[t] for t in types], fontsize=9)
+    ax.axvline(n_layers - 0.5, color="white", lw=2)
+    for row, t in enumerate(types):
+        value = type_scores[t]
+        ax.text(n_layers, row, f"{value:.3g}", ha="center", va="center", fontsize=7,
+                color="white" if value > np.nanmax(grid) * 0.6 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+    ax.set_title(title, fontsize=10)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path

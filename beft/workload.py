@@ -8,17 +8,20 @@ and decoders (prompted scoring, `beft.decoder`) share one pipeline:
     workload.batches(data, batch_size, generator=None) -> padded batches (seeded random order if a generator)
     workload.loss(model, batch)          -> scalar loss tensor (batch already on the model's device)
     workload.evaluate(model)             -> {"<split>/<metric>": value} on every evaluation split
+    workload.selection_split(n, seed)    -> n training examples drawn by seed (for interventional selection)
+    workload.mean_loss(model, data)      -> mean per-example loss on some split, eval mode, no gradient
     workload.train_set, workload.eval_sets, workload.main_metric, workload.source
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers import set_seed
 
 from beft import config as C
 from beft.batching import Batcher, Encoded, encode
 from beft.data import load_task
-from beft.evaluate import evaluate, loss_from_logits
+from beft.evaluate import autocast, evaluate, loss_from_logits, to_device
 from beft.bias_map import BiasMap
 from beft.models import encoder_skeleton, load_encoder, load_tokenizer
 
@@ -74,6 +77,22 @@ class EncoderWorkload:
     def loss(self, model, batch: dict) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         return loss_from_logits(model(**inputs).logits, batch["labels"], self.regression)
+
+    def selection_split(self, n: int, seed: int) -> Encoded:
+        order = np.random.RandomState(seed).permutation(len(self.train_set))[:n].tolist()
+        return Encoded([self.train_set.features[i] for i in order], self.train_set.labels[order])
+
+    @torch.no_grad()
+    def mean_loss(self, model, data: Encoded) -> float:
+        was_training = model.training
+        model.eval()
+        total = 0.0
+        for batch in self.batches(data, self.cfg.trainer.eval_batch_size):
+            batch = to_device(batch, self.device)
+            with autocast(self.device, self.precision):
+                total += float(self.loss(model, batch)) * len(batch["labels"])
+        model.train(was_training)
+        return total / len(data)
 
     def evaluate(self, model) -> dict[str, float]:
         batcher = self.batcher(self.cfg.trainer.eval_batch_size)

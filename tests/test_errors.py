@@ -37,7 +37,7 @@ def test_cli_prints_one_line_for_an_unknown_option():
 
 def test_unknown_bias_term(make_cfg):
     with pytest.raises(BeftError) as err:
-        C.validate(make_cfg("method.terms=[v,vv]"))
+        C.validate(make_cfg("method=fixed", "method.terms=[v,vv]"))
     assert "'vv'" in one_line(err) and "valid: q" in str(err.value)
 
 

@@ -13,10 +13,11 @@ from beft.workload import EncoderWorkload
 from beft import config as C
 
 QUICK = ("regime.n=48", "trainer.epochs=2", "trainer.batch_size=16")
+FIXED = ("method=fixed", *QUICK)
 
 
 def test_minilm_v_run_writes_a_complete_record(make_cfg, tmp_path):
-    record = run(make_cfg("model=minilm", "task=sst2", "method.terms=[v]", *QUICK))
+    record = run(make_cfg("model=minilm", "task=sst2", "method.terms=[v]", *FIXED))
     assert record["status"] == "ok"
     assert record["trainable_params"] == 6 * 384 + 384 + 2 * 384 + 2  # b_v in 6 layers + pooler bias + classifier
     assert record["n_train"] == 48 and record["n_eval"] == {"validation": 872}
@@ -30,16 +31,16 @@ def test_minilm_v_run_writes_a_complete_record(make_cfg, tmp_path):
 
 
 def test_same_config_and_seed_give_identical_numbers(make_cfg):
-    a = run(make_cfg("model=tiny-bert", "task=rte", "cache_dir=null", *QUICK))
-    b = run(make_cfg("model=tiny-bert", "task=rte", "cache_dir=null", "force=true", *QUICK))
+    a = run(make_cfg("model=tiny-bert", "task=rte", "cache_dir=null", *FIXED))
+    b = run(make_cfg("model=tiny-bert", "task=rte", "cache_dir=null", "force=true", *FIXED))
     assert a["metrics"]["history"][-1]["train_loss"] == b["metrics"]["history"][-1]["train_loss"]
     assert a["metrics"]["final"] == b["metrics"]["final"]
-    c = run(make_cfg("model=tiny-bert", "task=rte", "cache_dir=null", "seed=1", *QUICK))
+    c = run(make_cfg("model=tiny-bert", "task=rte", "cache_dir=null", "seed=1", *FIXED))
     assert c["metrics"]["history"][-1]["train_loss"] != a["metrics"]["history"][-1]["train_loss"]
 
 
 def test_key_bias_gets_zero_gradient_and_is_reported(make_cfg, tmp_path):
-    cfg = make_cfg("model=tiny-bert", "task=sst2", "method.terms=[k,v]", *QUICK)
+    cfg = make_cfg("model=tiny-bert", "task=sst2", "method.terms=[k,v]", *FIXED)
     workload = EncoderWorkload(cfg)
     bias_map = workload.bias_map()
     result, model = fit(cfg, workload, Scope("targets", bias_map.cells(["k", "v"])),
@@ -56,11 +57,11 @@ def test_key_bias_gets_zero_gradient_and_is_reported(make_cfg, tmp_path):
 
 def test_identical_trainings_are_shared(make_cfg, tmp_path):
     cache = f"cache_dir={tmp_path / 'cache'}"
-    first = run(make_cfg("model=tiny-bert", "task=sst2", cache, *QUICK))
-    again = run(make_cfg("model=tiny-bert", "task=sst2", cache, "force=true", *QUICK))
+    first = run(make_cfg("model=tiny-bert", "task=sst2", cache, *FIXED))
+    again = run(make_cfg("model=tiny-bert", "task=sst2", cache, "force=true", *FIXED))
     assert not first["training"]["reused"] and again["training"]["reused"]
     assert again["metrics"] == first["metrics"]
-    cfg = make_cfg("model=tiny-bert", "task=sst2", *QUICK)
+    cfg = make_cfg("model=tiny-bert", "task=sst2", *FIXED)
     workload = EncoderWorkload(cfg)
     settings = C.train_settings(cfg, workload.device)
     v = Scope("targets", workload.bias_map().cells(["v"]))

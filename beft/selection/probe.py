@@ -1,0 +1,63 @@
+"""The probe: one all-bias (BitFit) fine-tuning run whose bias changes the post-hoc scores read.
+
+It is an ordinary cached training (`beft.fit`), so a probe with the paper's schedule *is* the `bitfit` run of
+the same seed, and beft, magnitude and causal in one sweep share it. `method.probe.epochs` or
+`method.probe.fraction` shorten it (and then it is a different training, cached on its own).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from beft.bias_map import BiasMap, Cell
+from beft.cache import Cache
+from beft.errors import BeftError
+from beft.fit import Fit, fit, restore
+from beft.train import TrainSettings
+from beft.trainable import Scope
+
+
+@dataclass
+class Probe:
+    fit: Fit
+    b0: dict[Cell, torch.Tensor]     # pre-trained bias per cell (float64, CPU)
+    bf: dict[Cell, torch.Tensor]     # bias after the probe per cell
+    pretrained: dict[str, torch.Tensor]  # pre-trained value of every parameter the probe trained
+    seconds: float                   # time spent here (near 0 when reused)
+    _model: object = None
+
+    def model(self, workload):
+        """The probe's model (all biases and head as trained); rebuilt from the cache when it was reused."""
+        if self._model is None:
+            self._model = restore(workload, self.fit)
+        return self._model
+
+
+def probe_settings(method_cfg, settings: TrainSettings) -> TrainSettings:
+    spec = method_cfg.get("probe") or {}
+    fraction, epochs = spec.get("fraction"), spec.get("epochs")
+    if fraction is not None and not (0 < float(fraction) <= 1):
+        raise BeftError(f"method.probe.fraction={fraction} must be in (0, 1]: the share of the probe's "
+                        "training steps to run (1 = the full schedule)")
+    if epochs is not None and int(epochs) < 1:
+        raise BeftError(f"method.probe.epochs={epochs} must be a positive number of epochs (or null)")
+    probe = replace(settings, epochs=int(epochs) if epochs is not None else settings.epochs,
+                    desc=f"probe {settings.desc}")
+    return probe, (None if fraction is None else float(fraction))
+
+
+def run_probe(cfg, workload, bias_map: BiasMap, settings: TrainSettings, cache: Cache, cells) -> Probe:
+    start = time.perf_counter()
+    settings, fraction = probe_settings(cfg.method, settings)
+    if fraction is not None and fraction < 1:
+        steps_per_epoch = math.ceil(math.ceil(len(workload.train_set) / settings.batch_size) / settings.grad_accum)
+        settings = replace(settings, max_steps=max(1, math.ceil(fraction * steps_per_epoch * settings.epochs)))
+    result, model = fit(cfg, workload, Scope("all_biases"), settings, cache)
+    start_model, _ = workload.new_model()
+    pretrained = {n: p.detach().cpu().clone() for n, p in start_model.named_parameters() if n in result.state}
+    b0 = {c: pretrained[bias_map.param_name(c)].double() for c in cells}
+    bf = {c: result.state[bias_map.param_name(c)].double() for c in cells}
+    return Probe(result, b0, bf, pretrained, time.perf_counter() - start, model)

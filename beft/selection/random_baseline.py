@@ -1,0 +1,11 @@
+"""Random scores, seeded: the control every selection method must beat (`method=random`)."""
+from __future__ import annotations
+
+import numpy as np
+
+NEEDS_PROBE = False
+
+
+def scores(ctx) -> dict:
+    rng = np.random.RandomState(int(ctx.cfg.seed))
+    return {cell: float(value) for cell, value in zip(ctx.cells, rng.uniform(size=len(ctx.cells)))}
