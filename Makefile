@@ -28,5 +28,8 @@ demo: install  ## run the default job: minilm, SST-2, low-data regime
 test: install  ## run the test suite (offline: packaged MiniLM, local data, tiny models)
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest
 
+bench: install  ## step time and peak memory of full FT, LoRA, BitFit and b_v-only (ratios, one run)
+	HF_HUB_OFFLINE=1 $(PY) scripts/bench.py
+
 clean:  ## remove outputs (not results/)
 	rm -rf outputs multirun

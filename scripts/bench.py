@@ -1,0 +1,168 @@
+"""Speed and memory of bias-only fine-tuning against full fine-tuning and LoRA, measured in one run.
+
+    python scripts/bench.py                       # step time and peak memory: full, lora, bitfit, v-only (minilm)
+    python scripts/bench.py --end-to-end          # SST-2 low-data v-only run: beft defaults vs the authors' protocol
+
+Each training mode runs in its own subprocess so that its peak memory is its own: on CUDA the allocator's
+peak, on CPU the growth of the process's peak resident memory over the loaded model. Results are ratios to
+full fine-tuning (or to the authors' protocol) from the same invocation, never timings from elsewhere.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+MODES = ("full", "lora", "bitfit", "v")
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def measure(mode: str, model_name: str, batch_size: int, seq_len: int, steps: int, warmup: int,
+            device_name: str) -> dict:
+    """One training mode: mean step time and peak extra memory (runs inside its own process)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from beft.bias_map import BiasMap
+    from beft.config import resolve_device, resolve_precision
+    from beft.evaluate import autocast
+    from beft.models import load_encoder
+    from beft.trainable import Scope, apply_scope
+
+    torch.manual_seed(0)
+    device = resolve_device(device_name)
+    precision = resolve_precision("auto", device)
+    model_cfg = OmegaConf.load(REPO / "conf" / "model" / f"{model_name}.yaml")
+    model, _ = load_encoder(model_cfg, num_labels=2, attn_implementation="sdpa")
+    bias_map = BiasMap(model)
+    if mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"],
+                                                 modules_to_save=["classifier"]))
+    else:
+        scope = {"full": Scope("all"), "bitfit": Scope("all_biases"),
+                 "v": Scope("targets", bias_map.cells(["v"]))}[mode]
+        apply_scope(model, bias_map, scope)
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5, eps=1e-6, weight_decay=0.0)
+    vocab = model.config.vocab_size
+    batch = {"input_ids": torch.randint(1000, vocab, (batch_size, seq_len), device=device),
+             "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long, device=device)}
+    labels = torch.randint(0, 2, (batch_size,), device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    base_rss = _rss_kib("VmRSS")
+    times = []
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        with autocast(device, precision):
+            logits = model(**batch).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak_mib = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak_mib = (_rss_kib("VmHWM") - base_rss) / 1024
+    return {"mode": mode, "trainable": sum(p.numel() for p in params), "step_ms": 1000 * statistics.median(times),
+            "peak_extra_mib": max(peak_mib, 0.0), "device": str(device), "precision": precision}
+
+
+def step_table(args) -> str:
+    rows = []
+    for mode in MODES:
+        out = subprocess.run([sys.executable, __file__, "--one", mode, "--model", args.model, "--batch-size",
+                              str(args.batch_size), "--seq-len", str(args.seq_len), "--steps", str(args.steps),
+                              "--device", args.device], capture_output=True, text=True, check=True,
+                             env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    full = rows[0]
+    lines = [f"model {args.model}, batch {args.batch_size} x {args.seq_len} tokens, {rows[0]['device']} "
+             f"({rows[0]['precision']}), median of {args.steps} steps", "",
+             "| mode | trainable params | step time (ms) | time / full | extra peak memory (MiB) | memory / full |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['trainable']:,} | {r['step_ms']:.1f} | {r['step_ms'] / full['step_ms']:.2f} "
+                     f"| {r['peak_extra_mib']:.0f} | {r['peak_extra_mib'] / max(full['peak_extra_mib'], 1e-9):.2f} |")
+    return "\n".join(lines)
+
+
+def end_to_end(args) -> str:
+    """The low-data SST-2 v-only run with beft's speed features and with the authors' protocol, same seeds."""
+    rows = []
+    for trainer in ("default", "paper"):
+        for seed in args.seeds:
+            cmd = [sys.executable, str(REPO / "run.py"), "model=minilm", "task=sst2", "regime=low", "method=fixed",
+                   "method.terms=[v]", f"trainer={trainer}", f"seed={seed}", "cache_dir=null", "force=true",
+                   "trainer.progress=false", f"out_dir={args.out_dir}"]
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
+            wall = time.perf_counter() - start
+            record = max(Path(args.out_dir).glob(f"minilm-sst2-low-fixed-v-s{seed}-*/result.json"),
+                         key=lambda p: p.stat().st_mtime)
+            result = json.loads(record.read_text())
+            rows.append({"trainer": trainer, "seed": seed, "wall_s": wall,
+                         "accuracy": result["metrics"]["main"]["value"]})
+    mean = {t: statistics.mean(r["wall_s"] for r in rows if r["trainer"] == t) for t in ("default", "paper")}
+    acc = {t: [r["accuracy"] for r in rows if r["trainer"] == t] for t in ("default", "paper")}
+    lines = ["| protocol | seeds | wall time per run (s, mean) | validation accuracy (mean ± std) |",
+             "|---|---|---:|---:|"]
+    for t, label in (("paper", "authors' (pad to 128, eager attention, train-set eval every epoch)"),
+                     ("default", "beft (per-batch padding, length grouping, SDPA, no train-set eval)")):
+        sd = statistics.stdev(acc[t]) if len(acc[t]) > 1 else 0.0
+        lines.append(f"| {label} | {len(acc[t])} | {mean[t]:.1f} | {100 * statistics.mean(acc[t]):.2f} ± "
+                     f"{100 * sd:.2f} |")
+    lines += ["", f"speed-up: {mean['paper'] / mean['default']:.1f}x end to end "
+                  f"(per seed: {', '.join(f'{r:.1f}' for r in _per_seed_ratio(rows))})"]
+    return "\n".join(lines)
+
+
+def _per_seed_ratio(rows):
+    by = {(r["trainer"], r["seed"]): r["wall_s"] for r in rows}
+    return [by[("paper", s)] / by[("default", s)] for s in sorted({r["seed"] for r in rows})]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--end-to-end", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out-dir", default=str(REPO / "outputs" / "bench"))
+    parser.add_argument("--one", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.model, args.batch_size, args.seq_len, args.steps, 3, args.device)))
+    elif args.end_to_end:
+        print(end_to_end(args))
+    else:
+        print(step_table(args))
+
+
+if __name__ == "__main__":
+    main()
