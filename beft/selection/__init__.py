@@ -68,6 +68,20 @@ def candidate_cells(method_cfg, bias_map: BiasMap) -> list[Cell]:
     return cells
 
 
+def score(module, ctx: SelectionContext) -> tuple[dict, dict, list[str]]:
+    """(cell scores, type scores, ranking). A type's score is the mean over its layers unless the method
+    scores types itself; the ranking is highest first, ties (b_k's exact zeros) in the order q k v o ..."""
+    cell_scores = module.scores(ctx)
+    if hasattr(module, "type_scores"):
+        type_scores = module.type_scores(ctx)
+    else:
+        types = {t for _, t in ctx.cells}
+        type_scores = {t: sum(cell_scores[c] for c in ctx.cells if c[1] == t) / sum(c[1] == t for c in ctx.cells)
+                       for t in types}
+    ranking = sorted(type_scores, key=lambda t: (-type_scores[t], TYPES.index(t)))
+    return cell_scores, type_scores, ranking
+
+
 def select(cfg, workload, settings: TrainSettings, cache: Cache) -> tuple[Selection, BiasMap]:
     module = SELECTORS[cfg.method.name]
     bias_map = workload.bias_map()
@@ -78,15 +92,7 @@ def select(cfg, workload, settings: TrainSettings, cache: Cache) -> tuple[Select
     probe = run_probe(cfg, workload, bias_map, settings, cache, cells) if module.NEEDS_PROBE else None
     start = time.perf_counter()
     ctx = SelectionContext(cfg, workload, bias_map, cells, probe)
-    cell_scores = module.scores(ctx)
-    if hasattr(module, "type_scores"):
-        type_scores = module.type_scores(ctx)
-    else:
-        types = {t for _, t in cells}
-        type_scores = {t: sum(cell_scores[c] for c in cells if c[1] == t) / sum(c[1] == t for c in cells)
-                       for t in types}
-    # Highest first; ties (b_k's exact zeros, say) in the fixed order q k v o fc1 fc2 ln1 ln2.
-    ranking = sorted(type_scores, key=lambda t: (-type_scores[t], TYPES.index(t)))
+    cell_scores, type_scores, ranking = score(module, ctx)
     targets = budget.choose(cfg.budget, bias_map, cell_scores, ranking, cells)
     selection = Selection(cfg.method.name, cell_scores, type_scores, ranking, targets, ctx.warnings, probe,
                           time.perf_counter() - start)

@@ -1,0 +1,90 @@
+"""Does a shortened probe pick the same bias type as the full one?
+
+For each task and seed, train the probe (all biases) in full and for 10 %, 25 % and 50 % of its steps, and
+compare the top type chosen by beft, magnitude and causal with the full-probe choice. Probes are cached
+trainings, so the full probes are shared with the `bitfit` runs of the same seeds.
+
+    python scripts/probe_agreement.py                      # minilm, sst2 rte cola, seeds 0-2
+    python scripts/probe_agreement.py --tasks sst2 --seeds 0 --fractions 0.1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+METHODS = ("beft", "magnitude", "causal")
+
+
+def compose(overrides):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def top_types(model: str, task: str, seed: int, fraction: float | None) -> dict:
+    """The top-ranked type of each method after one probe (full when fraction is None)."""
+    from beft import config as C
+    from beft.cache import Cache
+    from beft.selection import SELECTORS, SelectionContext, candidate_cells, score
+    from beft.selection.probe import run_probe
+    from beft.workload import EncoderWorkload
+
+    probe_fraction = "null" if fraction is None else str(fraction)
+    cfg = compose([f"model={model}", f"task={task}", "regime=low", f"seed={seed}", "method=causal",
+                   "method.cells=false", f"method.probe.fraction={probe_fraction}", "trainer.progress=false"])
+    workload = EncoderWorkload(cfg)
+    bias_map = workload.bias_map()
+    cells = candidate_cells(cfg.method, bias_map)
+    probe = run_probe(cfg, workload, bias_map, C.train_settings(cfg, workload.device),
+                      Cache(cfg.get("cache_dir")), cells)
+    ctx = SelectionContext(cfg, workload, bias_map, cells, probe)
+    tops = {name: score(SELECTORS[name], ctx)[2][0] for name in METHODS}
+    return {"steps": probe.fit.steps, "top": tops}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--tasks", nargs="+", default=["sst2", "rte", "cola"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5])
+    parser.add_argument("--out", default=str(REPO / "results" / "probe_agreement.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    results = []
+    for task in args.tasks:
+        for seed in args.seeds:
+            full = top_types(args.model, task, seed, None)
+            for fraction in args.fractions:
+                short = top_types(args.model, task, seed, fraction)
+                results.append({"task": task, "seed": seed, "fraction": fraction, "steps": short["steps"],
+                                "full_steps": full["steps"], "top": short["top"], "full_top": full["top"]})
+                print(json.dumps(results[-1]), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"model": args.model, "results": results}, indent=2) + "\n")
+    print(table(results, args.fractions))
+
+
+def table(results: list[dict], fractions) -> str:
+    """Agreement with the full probe's top type: matches out of task x seed cases, per method and fraction."""
+    lines = ["| method | " + " | ".join(f"{int(100 * f)} % of the probe" for f in fractions) + " |",
+             "|---|" + "---:|" * len(fractions)]
+    for method in METHODS:
+        cells = []
+        for f in fractions:
+            rows = [r for r in results if r["fraction"] == f]
+            hits = sum(r["top"][method] == r["full_top"][method] for r in rows)
+            cells.append(f"{hits}/{len(rows)}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
