@@ -6,12 +6,15 @@ random-weight model from a config dict, for plumbing tests of families whose wei
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.metadata
+import json
 import os
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
@@ -71,11 +74,30 @@ def tiny_pretrained(build, model_cfg):
     return model
 
 
+# Pretrained models already loaded in this process, by (model config, head size, attention): a basic-launcher
+# multirun reads each checkpoint once. Each run gets a deep copy with a freshly seeded head.
+_PRISTINE: dict = {}
+
+
 def load_encoder(model_cfg, num_labels: int, attn_implementation: str = "sdpa"):
     """Backbone + a freshly initialised sequence-classification head (random under the current torch seed).
 
-    `num_labels=1` gives a regression head (STS-B). Returns (model, weights_location dict).
+    `num_labels=1` gives a regression head (STS-B). Returns (model, weights_location dict). The head is
+    initialised exactly as `from_pretrained` would under the same seed, whether or not the weights were cached.
     """
+    key = (json.dumps(OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg)
+                      else dict(model_cfg), sort_keys=True, default=str), num_labels, attn_implementation)
+    if key not in _PRISTINE:
+        with torch.random.fork_rng():  # loading must not move the run's random stream
+            _PRISTINE.clear()  # keep one model in memory, not every model a sweep touches
+            _PRISTINE[key] = _load_pristine(model_cfg, num_labels, attn_implementation)
+    pristine, where = _PRISTINE[key]
+    model = copy.deepcopy(pristine)
+    model.classifier.apply(model._init_weights)  # the head follows the run's seed
+    return model, where
+
+
+def _load_pristine(model_cfg, num_labels: int, attn_implementation: str):
     head_kwargs = {"num_labels": num_labels}
     if num_labels == 1:
         head_kwargs["problem_type"] = "regression"
@@ -83,7 +105,6 @@ def load_encoder(model_cfg, num_labels: int, attn_implementation: str = "sdpa"):
         config = _tiny_config(model_cfg, **head_kwargs)
         config._attn_implementation = attn_implementation
         model = tiny_pretrained(lambda: AutoModelForSequenceClassification.from_config(config), model_cfg)
-        model.classifier.apply(model._init_weights)  # the head, like a real model's, follows the run's seed
         return model, {"kind": "tiny", "config": dict(model_cfg.tiny)}
     where = weights_location(model_cfg)
     verbosity = hf_logging.get_verbosity()

@@ -14,8 +14,11 @@ and decoders (prompted scoring, `beft.decoder`) share one pipeline:
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from transformers import set_seed
 
 from beft import config as C
@@ -26,26 +29,46 @@ from beft.bias_map import BiasMap
 from beft.models import encoder_skeleton, load_encoder, load_tokenizer
 
 
+# Data read and tokenized once per process for each (task, data, subset, tokenizer, max length): the jobs of a
+# basic-launcher multirun that differ only in method share it.
+_PREPARED: dict = {}
+
+
+def _prepared(cfg, prepare):
+    key = json.dumps([OmegaConf.to_container(cfg.task, resolve=True), C.data_dir(cfg), C.train_size(cfg),
+                      int(cfg.seed), OmegaConf.to_container(cfg.model, resolve=True), cfg.trainer.max_length],
+                     sort_keys=True, default=str)
+    if key not in _PREPARED:
+        if len(_PREPARED) >= 8:
+            _PREPARED.pop(next(iter(_PREPARED)))
+        _PREPARED[key] = prepare()
+    return _PREPARED[key]
+
+
 class EncoderWorkload:
     """Sequence classification or regression with a task head on an encoder (BERT, RoBERTa, MiniLM)."""
 
     kind = "encoder"
 
-    def __init__(self, cfg, device: torch.device | None = None, data=None, tokenizer=None):
+    def __init__(self, cfg, device: torch.device | None = None):
         self.cfg, self.task = cfg, cfg.task
         self.regression = cfg.task.kind == "regression"
         self.device = device or C.resolve_device(cfg.trainer.device)
         self.precision = C.resolve_precision(cfg.trainer.precision, self.device)
-        self.data = data or load_task(cfg.task, C.data_dir(cfg), C.train_size(cfg), int(cfg.seed))
-        self.tokenizer = tokenizer or load_tokenizer(cfg.model)
         t = cfg.trainer
         self.max_length, self.pad_to_max_length = t.max_length, t.pad_to_max_length
-        self.train_set = self.encode(self.data.train)
-        self.eval_sets = {name: self.encode(rows) for name, rows in self.data.eval.items()}
+        self.data, self.tokenizer, self.train_set, self.eval_sets = _prepared(cfg, self._prepare)
+        self.eval_sets = dict(self.eval_sets)
         if t.eval_train:
             self.eval_sets["train"] = self.train_set
         self.main_metric = f"{next(iter(self.data.eval))}/{cfg.task.main_metric}"
         self.source = self.data.source
+
+    def _prepare(self):
+        data = load_task(self.cfg.task, C.data_dir(self.cfg), C.train_size(self.cfg), int(self.cfg.seed))
+        self.tokenizer = load_tokenizer(self.cfg.model)
+        return (data, self.tokenizer, self.encode(data.train),
+                {name: self.encode(rows) for name, rows in data.eval.items()})
 
     def encode(self, examples: list[dict]) -> Encoded:
         return encode(examples, self.tokenizer, self.task.text_fields, self.max_length, self.regression)

@@ -69,3 +69,27 @@ def test_identical_trainings_are_shared(make_cfg, tmp_path):
     assert training_key(cfg, v, settings) != training_key(cfg, q, settings)
     other_method = make_cfg("model=tiny-bert", "task=sst2", "method=bitfit", *QUICK)
     assert training_key(other_method, v, settings) == training_key(cfg, v, settings)
+
+
+def test_weights_reused_in_process_are_never_mutated(make_cfg):
+    from omegaconf import OmegaConf
+    from transformers import AutoModelForSequenceClassification, set_seed
+
+    from beft.models import load_encoder, weights_location
+
+    model_cfg = make_cfg("model=minilm").model
+    set_seed(3)
+    first, _ = load_encoder(model_cfg, 2)
+    with torch.no_grad():  # a run trains its copy in place
+        for p in first.parameters():
+            p.add_(1.0)
+    set_seed(3)
+    second, _ = load_encoder(model_cfg, 2)
+    set_seed(3)  # a cold load, as from_pretrained does it, under the same seed
+    cold = AutoModelForSequenceClassification.from_pretrained(weights_location(model_cfg)["path"], num_labels=2)
+    for (name, a), b in zip(second.state_dict().items(), cold.state_dict().values()):
+        assert torch.equal(a, b), name
+    set_seed(4)
+    other, _ = load_encoder(model_cfg, 2)
+    assert not torch.equal(other.classifier.weight, second.classifier.weight)
+    assert torch.equal(other.bert.pooler.dense.bias, second.bert.pooler.dense.bias)
