@@ -13,6 +13,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+from tqdm.auto import tqdm
 
 NEEDS_PROBE = True
 
@@ -79,4 +80,6 @@ def scores(ctx) -> dict:
     if not ctx.cfg.method.get("cells", True):
         return {}
     iv = _interventions(ctx)
-    return {cell: iv.score([cell]) for cell in ctx.cells}
+    cells = tqdm(ctx.cells, desc="causal: single-cell interventions", leave=False,
+                 disable=not ctx.cfg.trainer.progress)
+    return {cell: iv.score([cell]) for cell in cells}

@@ -13,6 +13,7 @@ construction branches on data, which torch.func's vmap cannot trace).
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 from beft.evaluate import autocast, to_device
 from beft.trainable import InertKeyBiases, Scope, apply_scope
@@ -21,7 +22,7 @@ NEEDS_PROBE = False
 
 
 def fisher_scores(workload, bias_map, cells, *, batch_size: int, clip: float | None, seed: int,
-                  per_example: bool) -> dict:
+                  per_example: bool, progress: bool = False) -> dict:
     model, _ = workload.new_model()
     apply_scope(model, bias_map, Scope("all_biases"))
     inert_keys = InertKeyBiases(model, bias_map)  # b_k's gradient is exactly 0; drop the round-off
@@ -32,7 +33,9 @@ def fisher_scores(workload, bias_map, cells, *, batch_size: int, clip: float | N
     generator = torch.Generator().manual_seed(seed)
     size = 1 if per_example else batch_size
     n = 0
-    for batch in workload.batches(workload.train_set, size, generator, group_by_length=False):
+    batches = workload.batches(workload.train_set, size, generator, group_by_length=False)
+    for batch in tqdm(batches, desc="fisher", total=-(-len(workload.train_set) // size), leave=False,
+                      disable=not progress):
         model.zero_grad(set_to_none=True)
         with autocast(workload.device, workload.precision):
             loss = workload.loss(model, to_device(batch, workload.device))
@@ -49,4 +52,5 @@ def fisher_scores(workload, bias_map, cells, *, batch_size: int, clip: float | N
 def scores(ctx) -> dict:
     m = ctx.cfg.method
     return fisher_scores(ctx.workload, ctx.bias_map, ctx.cells, batch_size=int(m.get("batch_size", 8)),
-                         clip=m.get("clip", 1.0), seed=int(ctx.cfg.seed), per_example=bool(m.get("per_example")))
+                         clip=m.get("clip", 1.0), seed=int(ctx.cfg.seed), per_example=bool(m.get("per_example")),
+                         progress=bool(ctx.cfg.trainer.progress))
