@@ -10,7 +10,6 @@ import torch
 from beft.bias_map import BiasMap
 from beft.cache import Cache, digest
 from beft.models import num_parameters
-from beft.record import key_fields
 from beft.train import TrainSettings, train
 from beft.trainable import InertKeyBiases, Scope, apply_scope
 
@@ -34,17 +33,17 @@ class Fit:
     reused: bool = False
 
 
-def training_key(cfg, scope: Scope, settings: TrainSettings) -> str:
-    """Everything that determines a training's numbers; the method that asked for it is not part of it."""
-    fields = {k: v for k, v in key_fields(cfg).items() if k not in ("method", "budget")}
+def training_key(cfg, workload, scope: Scope, settings: TrainSettings) -> str:
+    """Everything that determines a training's numbers: the starting weights and data (the workload's
+    identity), what is trained, and the schedule. Not the method that asked for it, nor the config's layout."""
     trained = {k: v for k, v in asdict(settings).items() if k not in ("progress", "desc")}
-    return digest({**fields, "scope": [scope.kind, sorted(map(list, scope.targets))], "settings": trained,
-                   "eval": [bool(cfg.trainer.eval_train), bool(cfg.trainer.eval_every_epoch)]})
+    return digest({"start": workload.identity(), "scope": [scope.kind, sorted(map(list, scope.targets))],
+                   "settings": trained, "eval_every_epoch": bool(cfg.trainer.eval_every_epoch)})
 
 
 def fit(cfg, workload, scope: Scope, settings: TrainSettings, cache: Cache, logger=None) -> tuple[Fit, object]:
     """Returns (Fit, trained model); the model is None when the training was reused from the cache."""
-    key = training_key(cfg, scope, settings)
+    key = training_key(cfg, workload, scope, settings)
     cached = cache.get("fits", key)
     if cached is not None:
         result = Fit(**cached)

@@ -10,6 +10,7 @@ and decoders (prompted scoring, `beft.decoder`) share one pipeline:
     workload.evaluate(model)             -> {"<split>/<metric>": value} on every evaluation split
     workload.selection_split(n, seed)    -> n training examples drawn by seed (for interventional selection)
     workload.mean_loss(model, data)      -> mean per-example loss on some split, eval mode, no gradient
+    workload.identity()                  -> what determines the model and data (keys cached trainings)
     workload.train_set, workload.eval_sets, workload.main_metric, workload.source
 """
 from __future__ import annotations
@@ -100,6 +101,18 @@ class EncoderWorkload:
     def loss(self, model, batch: dict) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         return loss_from_logits(model(**inputs).logits, batch["labels"], self.regression)
+
+    def identity(self) -> dict:
+        """The weights, head and data a training starts from, independent of how the config is laid out."""
+        m, t = self.cfg.model, self.cfg.trainer
+        source = {k: v for k, v in self.data.source.items() if k != "dir"}  # where the files sit is no matter
+        return {"model": {k: m.get(k) for k in ("hub_id", "revision", "path", "tiny", "weights_seed", "bias_std")},
+                "num_labels": self.num_labels, "attn": t.attn_implementation,
+                "data": {"source": source, "n_train": len(self.train_set), "seed": int(self.cfg.seed),
+                         "text_fields": list(self.task.text_fields), "kind": self.task.kind,
+                         "labels": list(self.task.label_names), "metrics": list(self.task.metrics),
+                         "max_length": self.max_length, "pad_to_max_length": self.pad_to_max_length,
+                         "eval": sorted(self.eval_sets)}}
 
     def selection_split(self, n: int, seed: int) -> Encoded:
         order = np.random.RandomState(seed).permutation(len(self.train_set))[:n].tolist()

@@ -66,9 +66,13 @@ def test_identical_trainings_are_shared(make_cfg, tmp_path):
     settings = C.train_settings(cfg, workload.device)
     v = Scope("targets", workload.bias_map().cells(["v"]))
     q = Scope("targets", workload.bias_map().cells(["q"]))
-    assert training_key(cfg, v, settings) != training_key(cfg, q, settings)
-    other_method = make_cfg("model=tiny-bert", "task=sst2", "method=bitfit", *QUICK)
-    assert training_key(other_method, v, settings) == training_key(cfg, v, settings)
+    assert training_key(cfg, workload, v, settings) != training_key(cfg, workload, q, settings)
+    other = make_cfg("model=tiny-bert", "task=sst2", "method=bitfit", "out_dir=/x", "logger=csv", *QUICK)
+    assert training_key(other, EncoderWorkload(other), v, settings) == training_key(cfg, workload, v, settings)
+    for change in ("seed=1", "regime.n=40", "trainer.max_length=64", "trainer.attn_implementation=eager"):
+        changed = make_cfg("model=tiny-bert", "task=sst2", "method=bitfit", change, *QUICK)
+        assert training_key(changed, EncoderWorkload(changed), v, C.train_settings(changed, workload.device)) \
+            != training_key(cfg, workload, v, settings), change
 
 
 def test_weights_reused_in_process_are_never_mutated(make_cfg):
