@@ -70,7 +70,7 @@ def test_identical_trainings_are_shared(make_cfg, tmp_path):
     other = make_cfg("model=tiny-bert", "task=sst2", "method=bitfit", "out_dir=/x", "logger=csv", *QUICK)
     assert training_key(other, EncoderWorkload(other), v, settings) == training_key(cfg, workload, v, settings)
     for change in ("seed=1", "regime.n=40", "trainer.max_length=64", "trainer.attn_implementation=eager"):
-        changed = make_cfg("model=tiny-bert", "task=sst2", "method=bitfit", change, *QUICK)
+        changed = make_cfg("model=tiny-bert", "task=sst2", "method=bitfit", *QUICK, change)
         assert training_key(changed, EncoderWorkload(changed), v, C.train_settings(changed, workload.device)) \
             != training_key(cfg, workload, v, settings), change
 
