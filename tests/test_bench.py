@@ -1,0 +1,28 @@
+"""scripts/bench.py measures what it says: the trainable set of each mode (no timing is asserted)."""
+import importlib.util
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("mode,trainable", [
+    ("v", 2 * 32 + 32 * 2 + 2 + 32),                      # b_v in 2 layers + classifier + pooler bias
+    ("lora", 2 * 2 * (8 * 32 + 32 * 8) + 32 * 2 + 2),     # r=8 on query and value + classifier
+    ("full", None),
+])
+def test_bench_modes_train_the_right_parameters(bench, mode, trainable):
+    row = bench.measure(mode, "tiny-bert", batch_size=2, seq_len=8, steps=1, warmup=0, device_name="cpu")
+    assert row["mode"] == mode and row["step_ms"] > 0 and row["peak_extra_mib"] >= 0
+    if trainable is not None:
+        assert row["trainable"] == trainable
+    else:
+        assert row["trainable"] > 1_000_000  # every weight, embeddings included
