@@ -3,7 +3,8 @@
 A family is one small `Family` entry: where the layer list lives and which module in a layer holds each bias
 type. `BiasMap(model)` finds every (layer, type) cell by module name, so it works on any wrapper
 (`BertForSequenceClassification`, `OPTForCausalLM`, a PEFT model, ...). Cells whose module has no bias (LLaMA,
-GPT-J projections) are still mapped: they are where an additive bias can be placed.
+GPT-J projections) are still mapped: they are where an additive bias can be placed. Where PEFT's BEFT adapter
+has added one (`<module>.beft_bias.<adapter>`, zero-initialised), that added bias is the cell's parameter.
 """
 from __future__ import annotations
 
@@ -108,6 +109,8 @@ class BiasMap:
         self.modules: dict[Cell, str] = {}
         sizes: dict[Cell, int] = {}
         has_bias: dict[Cell, bool] = {}
+        self._own: dict[Cell, str] = {}     # cell -> name of the model's own bias (under a PEFT base_layer if wrapped)
+        self._added: dict[Cell, str] = {}   # cell -> name of a bias added by PEFT's BEFT adapter
         patterns = {t: re.compile(rf"(?:^|\.){re.escape(self.family.layers)}\.(\d+)\.{re.escape(path)}$")
                     for t, path in self.family.modules.items()}
         for name, module in model.named_modules():
@@ -118,7 +121,11 @@ class BiasMap:
                     base = getattr(module, "base_layer", module)
                     self.modules[(layer, t)] = name
                     has_bias[(layer, t)] = getattr(base, "bias", None) is not None
+                    self._own[(layer, t)] = f"{name}.base_layer.bias" if base is not module else f"{name}.bias"
                     sizes[(layer, t)] = _out_size(base)
+                    added = getattr(module, "beft_bias", None)
+                    if added is not None and len(added):
+                        self._added[(layer, t)] = f"{name}.beft_bias.{next(iter(added.keys()))}"
         if not self.modules:
             raise BeftError(f"found no {self.model_type} layers under '{self.family.layers}' in "
                             f"{type(model).__name__}; check the Family entry in beft/bias_map.py")
@@ -135,7 +142,11 @@ class BiasMap:
         return sorted((c for c in self.modules if c[1] in wanted), key=lambda c: (c[0], TYPES.index(c[1])))
 
     def has_bias(self, cell: Cell) -> bool:
+        """Whether the pre-trained model has this bias (an added bias does not count: it starts at zero)."""
         return self._has_bias[cell]
+
+    def is_added(self, cell: Cell) -> bool:
+        return cell in self._added
 
     def bias_free_types(self) -> list[str]:
         return [t for t in self.types if not any(self._has_bias[c] for c in self.cells([t]))]
@@ -144,11 +155,17 @@ class BiasMap:
         return self._sizes[cell]
 
     def param_name(self, cell: Cell) -> str:
-        """Name of the cell's bias parameter (the model's own `.bias`)."""
+        """Name of the bias this cell trains: the added one where an adapter put one, else the model's own."""
+        if cell in self._added:
+            return self._added[cell]
         if not self._has_bias[cell]:
-            raise BeftError(f"{self.model_type} layer {cell[0]} has no {PAPER_LABELS[cell[1]]} bias; "
-                            f"bias-free projections need an added bias (method.add_bias=true)")
-        return f"{self.modules[cell]}.bias"
+            raise BeftError(f"{self.model_type} layer {cell[0]} has no {PAPER_LABELS[cell[1]]} bias and none was "
+                            f"added; decoder workloads add zero-initialised biases (PEFT BeftConfig) to bias-free "
+                            f"Linear projections")
+        return self._own[cell]
+
+    def added_param_names(self) -> list[str]:
+        return [self._added[c] for c in self.cells() if c in self._added]
 
     def param(self, model: nn.Module, cell: Cell) -> nn.Parameter:
         return model.get_parameter(self.param_name(cell))

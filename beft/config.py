@@ -48,6 +48,28 @@ def validate(cfg) -> None:
         raise choices_error("method", cfg.method.name, all_methods())
     for term in cfg.method.get("terms") or []:
         canonical_type(term)
+    if cfg.model.get("kind") == "decoder":
+        from beft.decoder.spec import validate as validate_decoder
+
+        validate_decoder(cfg)
+    else:
+        _validate_encoder(cfg)
+    resolve_device(cfg.trainer.device)
+    if cfg.trainer.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise choices_error("trainer.precision", cfg.trainer.precision, ["auto", "fp32", "bf16", "fp16"])
+    if cfg.trainer.schedule not in ("constant", "linear"):
+        raise choices_error("trainer.schedule", cfg.trainer.schedule, ["constant", "linear"])
+
+
+def _validate_encoder(cfg) -> None:
+    from beft.methods import DECODER_ONLY
+
+    if cfg.method.name in DECODER_ONLY:
+        raise BeftError(f"method={cfg.method.name} needs a decoder (causal LM), but model={cfg.model.name} is an "
+                        f"encoder; use e.g. model=opt-1.3b (or tiny-opt)")
+    if cfg.task.get("kind") is None and cfg.task.get("decoder") is not None:
+        raise BeftError(f"task {cfg.task.name} is decoder-only (a prompted task, PAPER.md §C); use a decoder model, "
+                        f"e.g. model=opt-1.3b (or tiny-opt), not the encoder {cfg.model.name}")
     if cfg.task.kind not in TASK_KINDS:
         raise choices_error(f"task.kind for {cfg.task.name}", cfg.task.kind, TASK_KINDS)
     check_metrics(cfg.task.metrics)
@@ -60,11 +82,6 @@ def validate(cfg) -> None:
     if cfg.regime.name not in ("full", "custom") and n is None and cfg.regime.name not in (cfg.task.get("sizes") or {}):
         raise BeftError(f"task {cfg.task.name} defines no size for regime {cfg.regime.name!r}; "
                         f"set regime.n=... or use one of: {', '.join(cfg.task.get('sizes') or {})}, full")
-    resolve_device(cfg.trainer.device)
-    if cfg.trainer.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise choices_error("trainer.precision", cfg.trainer.precision, ["auto", "fp32", "bf16", "fp16"])
-    if cfg.trainer.schedule not in ("constant", "linear"):
-        raise choices_error("trainer.schedule", cfg.trainer.schedule, ["constant", "linear"])
 
 
 def train_size(cfg) -> int | None:
@@ -102,12 +119,19 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def train_settings(cfg, device: torch.device) -> TrainSettings:
     """The paper's schedule for the task unless the trainer or the method overrides it."""
     t = cfg.trainer
-    lr = t.lr if t.lr is not None else cfg.method.get("lr") or cfg.task.lr
-    epochs = t.epochs if t.epochs is not None else cfg.task.epochs
-    return TrainSettings(lr=float(lr), epochs=int(epochs), batch_size=int(t.batch_size), max_grad_norm=t.max_grad_norm, adam_eps=t.adam_eps,
-                         weight_decay=t.weight_decay, schedule=t.schedule, grad_accum=t.grad_accum,
-                         group_by_length=t.group_by_length, precision=resolve_precision(t.precision, device),
-                         seed=int(cfg.seed), progress=bool(t.progress), max_steps=t.get("max_steps"))
+    if cfg.model.get("kind") == "decoder":  # the task's decoder schedule, PAPER.md §C.3-C.4
+        from beft.decoder.spec import schedule
+
+        s = schedule(cfg)
+    else:
+        s = {"lr": t.lr if t.lr is not None else cfg.method.get("lr") or cfg.task.lr,
+             "epochs": t.epochs if t.epochs is not None else cfg.task.epochs,
+             "batch_size": t.batch_size, "grad_accum": t.grad_accum, "schedule": t.schedule}
+    return TrainSettings(lr=float(s["lr"]), epochs=int(s["epochs"]), batch_size=int(s["batch_size"]),
+                         max_grad_norm=t.max_grad_norm, adam_eps=t.adam_eps, weight_decay=t.weight_decay,
+                         schedule=s["schedule"], grad_accum=int(s["grad_accum"]), group_by_length=t.group_by_length,
+                         precision=resolve_precision(t.precision, device), seed=int(cfg.seed),
+                         progress=bool(t.progress), max_steps=t.get("max_steps"))
 
 
 def to_plain(cfg) -> dict:

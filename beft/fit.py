@@ -10,7 +10,7 @@ import torch
 from beft.bias_map import BiasMap
 from beft.cache import Cache, digest
 from beft.models import num_parameters
-from beft.train import TrainSettings, train
+from beft.train import TrainLog, TrainSettings, train
 from beft.trainable import InertKeyBiases, Scope, apply_scope
 
 log = logging.getLogger("beft")
@@ -74,7 +74,13 @@ def fit(cfg, workload, scope: Scope, settings: TrainSettings, cache: Cache, logg
             logger.log({**entry, **scores}, step=epoch)
         return scores
 
-    run = train(model, workload, workload.train_set, settings, on_epoch_end=on_epoch_end)
+    if trainable:
+        run = train(model, workload, workload.train_set, settings, on_epoch_end=on_epoch_end)
+    else:  # zero-shot, in-context learning: nothing can change, so evaluate once
+        start = time.perf_counter()
+        run = TrainLog(history=[{"epoch": 0, "train_loss": None, "seconds": 0.0}])
+        run.history[0].update(on_epoch_end(0, run.history[0], True))
+        run.seconds = time.perf_counter() - start
     result = Fit(key=key, history=run.history, steps=run.steps, train_seconds=run.seconds - eval_seconds,
                  eval_seconds=eval_seconds, trainable=trainable, total=total, state=None, model_source=source)
     if inert_keys.active:

@@ -2,6 +2,8 @@
 
 Selection methods (beft, magnitude, fisher, causal, random) live in `beft.selection` and end in the same place:
 a `Scope` of chosen bias cells. Adding a fixed strategy is one entry here and one YAML in conf/method/.
+`lora` and `prefix` train the weights their PEFT adapter adds (the decoder workload puts the adapter on the
+model); `icl` and `zero_shot` train nothing and only evaluate (ICL with demonstrations in every prompt).
 """
 from __future__ import annotations
 
@@ -23,7 +25,13 @@ FIXED = {
     "bitfit": lambda method_cfg, bias_map: Scope("all_biases"),
     "full": lambda method_cfg, bias_map: Scope("all"),
     "head": lambda method_cfg, bias_map: Scope("head"),
+    "lora": lambda method_cfg, bias_map: Scope("adapter"),
+    "prefix": lambda method_cfg, bias_map: Scope("adapter"),
+    "icl": lambda method_cfg, bias_map: Scope("none"),
+    "zero_shot": lambda method_cfg, bias_map: Scope("none"),
 }
+# Methods defined for causal language models only (PAPER.md §C.8): prompted scoring, no task head.
+DECODER_ONLY = ("lora", "prefix", "icl", "zero_shot")
 
 
 def fixed_scope(method_cfg, bias_map: BiasMap) -> Scope:

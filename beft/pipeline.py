@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from beft import config as C
+from beft.adapter import export_adapter
 from beft.bias_map import PAPER_LABELS
 from beft.cache import Cache
 from beft.errors import BeftError
@@ -97,6 +98,7 @@ def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
                   n_train=len(workload.train_set), n_eval={k: len(v) for k, v in workload.eval_sets.items()},
                   env=environment(str(workload.device), result.model_source, workload.source))
     record["notes"] += result.notes
+    record["adapter"] = export_adapter(workload, result, run_dir / "adapter")
     if result.zero_gradient:
         record["zero_gradient"] = result.zero_gradient
     record["metrics"] = summarize(result.history, workload.main_metric)
@@ -125,6 +127,10 @@ def write_scores(selection: dict, run_dir: Path, logger, title: str) -> None:
 
 
 def make_workload(cfg):
+    if cfg.model.get("kind") == "decoder":
+        from beft.decoder import DecoderWorkload  # imported here: PEFT and the templates are decoder-only
+
+        return DecoderWorkload(cfg)
     return EncoderWorkload(cfg)
 
 

@@ -31,6 +31,8 @@ def key_fields(cfg) -> dict:
         value = container.get(section)
         if isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in KEY_IGNORED.get(section, ())}
+        if section == "task" and isinstance(value, dict) and (container.get("model") or {}).get("kind") != "decoder":
+            value = {k: v for k, v in value.items() if k != "decoder"}  # the prompted form cannot change an encoder run
         fields[section] = value
     return fields
 

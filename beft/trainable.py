@@ -1,7 +1,8 @@
 """Make exactly the chosen parameters trainable, and keep mathematically inert ones honest.
 
-A `Scope` says what a run trains: chosen bias cells, every bias, every weight, or only the task head. The task
-head (the family's `head` patterns) is trained in every scope, as in the paper.
+A `Scope` says what a run trains: chosen bias cells, every bias, every weight, only the task head, the weights a
+PEFT adapter added (LoRA, prefix), or nothing (zero-shot, in-context learning). The task head (the family's `head`
+patterns; decoders have none: the LM head stays frozen, as in the paper) is trained in every scope but `none`.
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from torch import nn
 
 from beft.bias_map import PAPER_LABELS, BiasMap, Cell
 
-SCOPES = ("targets", "all_biases", "all", "head")
+SCOPES = ("targets", "all_biases", "all", "head", "adapter", "none")
+# Parameter-name fragments of the weights a PEFT adapter adds (LoRA matrices, prefix key/values).
+ADAPTER_PARTS = ("lora_A.", "lora_B.", "prompt_encoder.")
 
 
 @dataclass
@@ -33,12 +36,18 @@ def trainable_names(model: nn.Module, bias_map: BiasMap, scope: Scope) -> list[s
     if scope.kind == "all":
         wanted = {n for n, _ in model.named_parameters()}
     elif scope.kind == "all_biases":
-        # BitFit: every parameter called `bias` (embedding LayerNorm and pooler included), as the authors do.
+        # BitFit: every parameter called `bias` (embedding LayerNorm and pooler included), as the authors do, and
+        # the biases an adapter added to bias-free projections.
         wanted = {n for n, _ in model.named_parameters() if n.endswith(".bias")} | head
+        wanted |= set(bias_map.added_param_names())
     elif scope.kind == "targets":
         wanted = {bias_map.param_name(c) for c in scope.targets} | head
     elif scope.kind == "head":
         wanted = head
+    elif scope.kind == "adapter":
+        wanted = {n for n, _ in model.named_parameters() if any(part in n for part in ADAPTER_PARTS)} | head
+    elif scope.kind == "none":
+        wanted = set()
     else:
         raise ValueError(f"unknown scope {scope.kind!r}; valid: {SCOPES}")
     return [n for n, _ in model.named_parameters() if n in wanted]

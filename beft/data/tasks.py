@@ -57,6 +57,37 @@ def load_task(task_cfg, data_dir: str | None, n_train: int | None, seed: int) ->
     return TaskData(train=subset(train, n_train, seed), eval=evals, n_train_total=len(train), source=source)
 
 
+def load_prompted(spec: dict, data_dir: str | None, n_train: int | None, n_eval: int | None, seed: int,
+                  exact: bool = False) -> TaskData:
+    """The examples of a task's prompted (decoder) form, PAPER.md §C.5: `spec` has name, label_names (the hub's
+    class order, or [] where examples carry their answers), hub, and local (null: the task is read from the hub
+    even when a data_dir is given). n_train / n_eval examples are drawn by seed, all of a split where it has fewer;
+    exact=True makes a larger n_train an error (an explicit regime.n)."""
+    name = spec["name"]
+    _check_n(n_train, name)
+    cfg = {"name": name, "label_names": list(spec.get("label_names") or []), "hub": spec["hub"],
+           "local": spec.get("local"),
+           "kind": "classification" if spec.get("label_names") else "answers"}
+    if data_dir is not None and cfg["local"]:
+        train, evals, source = _load_local(cfg, data_dir)
+    else:
+        try:
+            train, evals, source = hub.load_hub(cfg["hub"], cfg["label_names"])
+        except BeftError as err:
+            if cfg["local"]:
+                raise
+            raise BeftError(f"task {name} is read from the hub only (no local files are configured for it): "
+                            f"{str(err).split('; give data_dir')[0]}") from None
+        for split, examples in {cfg["hub"]["train"]: train, **evals}.items():
+            _check_hub_labels(cfg, split, examples)
+    if exact and n_train is not None and n_train > len(train):
+        raise BeftError(f"regime.n={n_train} is larger than the {name} training split ({len(train)} examples)")
+    evals = {split: subset(rows, n_eval if n_eval is not None and n_eval < len(rows) else None, seed)
+             for split, rows in evals.items()}
+    n = n_train if n_train is not None and n_train < len(train) else None
+    return TaskData(train=subset(train, n, seed), eval=evals, n_train_total=len(train), source=source)
+
+
 def subset(examples: list, n: int | None, seed: int) -> list:
     """The first n of a seeded permutation: identical to the authors' global-seed np.random.permutation."""
     if n is None:
@@ -110,6 +141,8 @@ def _label_fn(cfg: dict):
                 raise ValueError(f"label {value!r} is not a number (task {cfg['name']} is a regression)") from None
         return to_float
     names = list(cfg["label_names"])
+    if not names:  # prompted tasks whose examples carry their answers (ReCoRD, SQuAD): nothing to convert
+        return lambda value: value
     # label_map covers files whose labels are not the class names: "0"/"1" (SST-2, CoLA), "T"/"F" (WiC).
     label_map = {str(k): v for k, v in (cfg["local"].get("label_map") or {}).items()}
     valid = list(label_map) or names

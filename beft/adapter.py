@@ -1,0 +1,68 @@
+"""Export a bias-only run as a PEFT BEFT adapter (`<run dir>/adapter/`), for encoders and decoders alike.
+
+A run whose trained parameters are all biases of Linear layers (plus the task head) is exactly a BEFT adapter:
+`PeftModel.from_pretrained(pretrained_model, adapter_dir)` gives the trained model back. Each trained Linear
+bias becomes the `beft_bias` of its module: the change b_trained - b_pretrained where the model has its own
+bias (the base keeps b_pretrained, so the sum is the trained bias), the bias itself where it was added to a
+bias-free projection. The head (BERT: classifier; its pooler bias is a Linear bias too) is saved through
+`modules_to_save`. Runs that train anything else (LayerNorm biases, weights, LoRA, prefixes) or nothing get
+no adapter, and the record says why.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from beft.fit import Fit
+
+PEFT_PREFIX = "base_model.model."
+
+
+def _bias_like(name: str, head: list[re.Pattern]) -> bool:
+    return name.endswith(".bias") or ".beft_bias." in name or any(p.search(name) for p in head)
+
+
+def export_adapter(workload, result: Fit, out_dir: Path) -> dict:
+    """Write the adapter if the run trained only Linear biases (+ head); returns what the record should say."""
+    from peft import BeftConfig, PeftModel, get_peft_model
+
+    if not result.state:
+        return {"written": False, "reason": "the run trained no parameters" if result.trainable == 0
+                else "the trained parameters were too many to keep"}
+    head = [re.compile(p) for p in workload.bias_map().family.head]
+    others = [n for n in result.state if not _bias_like(n, head)]
+    if others:
+        return {"written": False, "reason": f"the run trains {others[0]}, which is not a bias"}
+
+    model, _ = workload.new_model()          # the pretrained values, and the model to attach the adapter to
+    params, modules = dict(model.named_parameters()), dict(model.named_modules())
+    targets, head_params = {}, {}
+    for name, value in result.state.items():
+        if ".beft_bias." in name:            # an added bias: the adapter holds it as is
+            targets[name.split(".beft_bias.")[0].removeprefix(PEFT_PREFIX)] = value.flatten()
+        elif name.endswith(".bias") and isinstance(modules.get(name[:-5]), nn.Linear):
+            targets[name[:-5]] = (value - params[name].detach().cpu()).flatten()
+        elif any(p.search(name) for p in head):
+            head_params[name] = value
+        else:
+            return {"written": False, "reason": f"the run trains {name}, which is not the bias of a Linear layer"}
+    base = model.unload() if isinstance(model, PeftModel) else model
+    to_save = sorted({n.split(".")[0] for n in head_params})
+    config = BeftConfig(task_type="SEQ_CLS" if workload.kind == "encoder" else "CAUSAL_LM",
+                        target_modules=sorted(targets), modules_to_save=to_save or None)
+    adapted = get_peft_model(base, config)
+    inner = adapted.base_model.model
+    with torch.no_grad():
+        for module, value in targets.items():
+            bias = inner.get_submodule(module).beft_bias["default"]
+            bias.copy_(value.view_as(bias).to(bias.dtype))
+        for name, value in head_params.items():
+            top, rest = name.split(".", 1)
+            inner.get_submodule(top).modules_to_save["default"].get_parameter(rest).copy_(value)
+    adapted.save_pretrained(str(out_dir))
+    return {"written": True, "path": Path(out_dir).name, "peft_type": "BEFT", "target_modules": len(targets),
+            "modules_to_save": to_save, "params": sum(v.numel() for v in targets.values())
+            + sum(v.numel() for v in head_params.values())}

@@ -1,0 +1,7 @@
+"""Decoders (causal LMs) on prompted tasks, PAPER.md §C: templates, candidate scoring, greedy generation, PEFT
+baselines (LoRA, prefix), added biases for bias-free models, and `DecoderWorkload`, which the pipeline uses
+exactly as it uses `EncoderWorkload`."""
+
+from beft.decoder.workload import DecoderWorkload
+
+__all__ = ["DecoderWorkload"]

@@ -1,0 +1,81 @@
+"""Load a causal language model (OPT, LLaMA, GPT-J, ...) from a local path, the hub, or a tiny random config.
+
+On CUDA with bf16/fp16 autocast the frozen weights are loaded in that dtype (a 7B model then fits one GPU),
+while everything that can train stays fp32: `keep_trainable_fp32` upcasts biases and adapter weights.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
+
+from beft.errors import BeftError
+from beft.models import _tiny_config, tiny_pretrained, weights_location
+from beft.trainable import ADAPTER_PARTS
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def model_config(model_cfg):
+    if model_cfg.get("tiny"):
+        return _tiny_config(model_cfg)
+    where = weights_location(model_cfg)
+    try:
+        return AutoConfig.from_pretrained(where["path"], revision=where.get("revision"))
+    except OSError as err:
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise BeftError(f"could not load the config of model {model_cfg.name!r} from {where['path']}{offline}: "
+                        f"{str(err).splitlines()[0]}") from err
+
+
+def context_length(config) -> int:
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    return 2048
+
+
+def load_causal_lm(model_cfg, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"):
+    """(model, weights provenance). Tiny models get fixed random weights (`weights_seed`) with small biases."""
+    if model_cfg.get("tiny"):
+        config = model_config(model_cfg)
+        config._attn_implementation = attn_implementation
+        model = tiny_pretrained(lambda: AutoModelForCausalLM.from_config(config), model_cfg)
+        return model.to(dtype), {"kind": "tiny", "config": dict(model_cfg.tiny)}
+    where = weights_location(model_cfg)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(where["path"], revision=where.get("revision"), dtype=dtype,
+                                                     attn_implementation=attn_implementation)
+    except OSError as err:
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise BeftError(f"could not load model {model_cfg.name!r} from {where['path']}{offline}: "
+                        f"{str(err).splitlines()[0]}") from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model, where
+
+
+def skeleton(model_cfg):
+    """The model's structure on the meta device, without weights."""
+    config = model_config(model_cfg)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def weights_dtype(device: torch.device, precision: str, method: str) -> torch.dtype:
+    """Half-precision frozen weights under autocast on CUDA; fp32 for full fine-tuning and on CPU."""
+    if device.type == "cuda" and precision in ("bf16", "fp16") and method != "full":
+        return DTYPES[precision]
+    return torch.float32
+
+
+def keep_trainable_fp32(model) -> None:
+    """Biases (own or added) and adapter weights in fp32: their Adam updates are far below bf16's resolution."""
+    for name, param in model.named_parameters():
+        trainable_kind = name.endswith(".bias") or ".beft_bias." in name or any(p in name for p in ADAPTER_PARTS)
+        if trainable_kind and param.dtype != torch.float32:
+            param.data = param.data.float()

@@ -1,0 +1,89 @@
+"""PEFT adapters a decoder run puts on its model: added biases, LoRA, prefix tuning (PAPER.md §C.8, §C.9).
+
+- `beft`: bias-free projections (LLaMA, GPT-J, deepseek-coder) get PEFT `BeftConfig` biases, zero-initialised so
+  the model is unchanged until it trains. Every bias-free Linear type of the bias map gets one, so the probe of
+  the selection methods and `bitfit` can train them all; a run trains only its chosen ones and the others stay
+  exactly zero. With grouped-query attention each bias takes its projection's output size (k/v smaller than q).
+- `lora`: r 8, alpha 16, no dropout, on the query and value projections (the authors' OPT setting).
+- `prefix`: 5 key/value vectors per layer, no reparameterisation, initialised from the model's own keys and
+  values of 5 random vocabulary tokens (the authors' `--prefix_init_by_real_act`).
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from beft.bias_map import BiasMap
+
+ADAPTERS = ("beft", "lora", "prefix")
+NO_ADAPTER = ("full", "head", "icl", "zero_shot")   # methods that train (or score) the model as it is
+
+
+def bias_free_linear_modules(model, bias_map: BiasMap) -> list[str]:
+    """Names of the mapped Linear modules that have no bias of their own, in layer order."""
+    return [bias_map.modules[c] for c in bias_map.cells()
+            if not bias_map.has_bias(c) and isinstance(model.get_submodule(bias_map.modules[c]), nn.Linear)]
+
+
+def adapter_kind(method: str, model, bias_map: BiasMap) -> str | None:
+    if method in ("lora", "prefix"):
+        return method
+    if method in NO_ADAPTER or not bias_free_linear_modules(model, bias_map):
+        return None
+    return "beft"
+
+
+def add_adapter(model, kind: str | None, method_cfg, bias_map: BiasMap, seed: int = 0, init: bool = True):
+    """The model with the adapter of `kind` (None: unchanged). init=False skips the prefix's activation init
+    (for weightless skeletons)."""
+    from peft import BeftConfig, LoraConfig, PrefixTuningConfig, get_peft_model
+
+    if kind is None:
+        return model
+    if kind == "beft":
+        config = BeftConfig(task_type="CAUSAL_LM", target_modules=bias_free_linear_modules(model, bias_map))
+        with warnings.catch_warnings():  # "base layer has no bias": exactly why the bias is added
+            warnings.filterwarnings("ignore", message=".*no bias.*")
+            return get_peft_model(model, config)
+    if kind == "lora":
+        names = bias_map.family.peft_names
+        targets = sorted({names[t] for t in method_cfg.get("targets", ["q", "v"])})
+        config = LoraConfig(task_type="CAUSAL_LM", r=int(method_cfg.get("r", 8)),
+                            lora_alpha=int(method_cfg.get("alpha", 16)),
+                            lora_dropout=float(method_cfg.get("dropout", 0.0)), target_modules=targets)
+        return get_peft_model(model, config)
+    if kind == "prefix":
+        n = int(method_cfg.get("num_virtual_tokens", 5))
+        peft_model = get_peft_model(model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n,
+                                                              prefix_projection=False))
+        if init and method_cfg.get("init_by_real_act", True):
+            init_prefix_from_activations(peft_model, n, torch.Generator().manual_seed(seed))
+        return peft_model
+    raise ValueError(f"unknown adapter {kind!r}; valid: {ADAPTERS}")
+
+
+@torch.no_grad()
+def init_prefix_from_activations(peft_model, n_tokens: int, generator: torch.Generator) -> torch.Tensor:
+    """Set the prefix to the keys and values the model computes for `n_tokens` random vocabulary tokens.
+
+    PEFT keeps the prefix as one embedding row per virtual token, laid out as (layer, key|value, head, dim):
+    exactly what `get_prompt` reshapes into each layer's past keys and values. Returns the token ids.
+    """
+    base = peft_model.get_base_model()
+    device = next(base.parameters()).device
+    ids = torch.randint(0, base.config.vocab_size, (1, n_tokens), generator=generator)
+    was_training = base.training
+    base.eval()
+    cache = base(input_ids=ids.to(device), use_cache=True).past_key_values
+    base.train(was_training)
+    layers = [(layer.keys, layer.values) for layer in cache.layers]
+    kv = torch.stack([torch.stack(pair) for pair in layers])       # (layer, 2, 1, heads, tokens, dim)
+    weight = kv[:, :, 0].permute(3, 0, 1, 2, 4).reshape(n_tokens, -1)
+    embedding = peft_model.prompt_encoder[peft_model.active_adapter].embedding.weight
+    if embedding.shape != weight.shape:
+        raise ValueError(f"prefix layout {tuple(embedding.shape)} does not match the model's key/value cache "
+                         f"{tuple(weight.shape)}")
+    embedding.copy_(weight.to(embedding.dtype))
+    return ids

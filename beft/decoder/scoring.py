@@ -1,0 +1,131 @@
+"""Scoring a causal LM on prompted tasks (PAPER.md §C.7).
+
+- Candidates: the mean log-probability of a candidate's tokens given the prompt (length-normalised); the
+  prediction is the best-scoring candidate.
+- Losses: cross-entropy over those mean log-likelihoods (train as classification), or the LM loss on the gold
+  candidate's tokens only.
+- Generation: greedy decoding, at most 50 new tokens, stopping at a newline or EOS; SQuAD-style exact match and
+  token F1, the best over the gold answers.
+"""
+from __future__ import annotations
+
+import collections
+import re
+import string
+
+import torch
+import torch.nn.functional as F
+
+
+def option_logprobs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of the candidate tokens' log-probabilities, number of candidate tokens), one per row."""
+    ids = batch["input_ids"]
+    # Token t+1 is predicted at position t: keep those positions only, so the LM head projects a few hidden
+    # states onto the vocabulary instead of all of them (transformers flattens them row by row).
+    keep = torch.zeros_like(ids, dtype=torch.bool)
+    keep[:, :-1] = batch["option_mask"][:, 1:].bool()
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
+    rows, cols = keep.nonzero(as_tuple=True)
+    token_logp = logits.float().log_softmax(-1).gather(1, ids[rows, cols + 1].unsqueeze(1)).squeeze(1)
+    sums = torch.zeros(ids.shape[0], device=token_logp.device).index_add(0, rows, token_logp)
+    return sums, keep.sum(1)
+
+
+def choice_scores(sums: torch.Tensor, counts: torch.Tensor, batch: dict) -> torch.Tensor:
+    """[examples, candidates] mean log-probabilities; -inf where an example has fewer candidates."""
+    n_examples = len(batch["labels"])
+    n_choices = int(batch["row_choice"].max()) + 1
+    scores = torch.full((n_examples, n_choices), float("-inf"), device=sums.device)
+    scores[batch["row_example"], batch["row_choice"]] = sums / counts
+    return scores
+
+
+def classification_loss(scores: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    return F.cross_entropy(scores, labels, reduction=reduction)
+
+
+def lm_loss(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Token-level cross-entropy over every gold-candidate token in the batch."""
+    return -sums.sum() / counts.sum()
+
+
+@torch.no_grad()
+def greedy(model, prompts: list[list[int]], max_new_tokens: int, stop: list[int], pad: int,
+           use_cache: bool = True) -> list[list[int]]:
+    """Greedy continuations of token-id prompts, cut before the first stop token.
+
+    use_cache: transformers' generate (KV cache, left padding). Prefix-tuned models need use_cache=False:
+    generate drops PEFT's prefix in transformers 5, so each step reruns the right-padded batch instead.
+    """
+    if use_cache:
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        for r, p in enumerate(prompts):
+            ids[r, width - len(p):] = torch.tensor(p)
+            attention[r, width - len(p):] = 1
+        device = next(model.parameters()).device
+        out = model.generate(input_ids=ids.to(device), attention_mask=attention.to(device), do_sample=False,
+                             max_new_tokens=max_new_tokens, eos_token_id=stop, pad_token_id=pad)
+        continuations = out[:, width:].tolist()
+    else:
+        continuations = _greedy_without_cache(model, prompts, max_new_tokens, stop, pad)
+    return [_cut(c, stop) for c in continuations]
+
+
+def _greedy_without_cache(model, prompts, max_new_tokens, stop, pad) -> list[list[int]]:
+    device = next(model.parameters()).device
+    seqs, done = [list(p) for p in prompts], [False] * len(prompts)
+    starts = [len(p) for p in prompts]
+    for _ in range(max_new_tokens):
+        active = [i for i, d in enumerate(done) if not d]
+        if not active:
+            break
+        width = max(len(seqs[i]) for i in active)
+        ids = torch.full((len(active), width), pad, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        for r, i in enumerate(active):
+            ids[r, :len(seqs[i])] = torch.tensor(seqs[i])
+            attention[r, :len(seqs[i])] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
+        last = attention.sum(1).to(device) - 1
+        next_ids = logits[torch.arange(len(active), device=device), last].argmax(-1).tolist()
+        for i, token in zip(active, next_ids):
+            seqs[i].append(token)
+            done[i] = token in stop
+    return [s[start:] for s, start in zip(seqs, starts)]
+
+
+def _cut(tokens: list[int], stop: list[int]) -> list[int]:
+    for k, token in enumerate(tokens):
+        if token in stop:
+            return tokens[:k]
+    return tokens
+
+
+# ---- SQuAD-style answer metrics --------------------------------------------------------------------------
+
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, no articles (a, an, the), single spaces: the SQuAD normalisation."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, answers: list[str]) -> float:
+    return float(any(normalize_answer(prediction) == normalize_answer(a) for a in answers))
+
+
+def token_f1(prediction: str, answers: list[str]) -> float:
+    """The best token-overlap F1 against any gold answer."""
+    def f1(pred: list[str], gold: list[str]) -> float:
+        if not pred or not gold:                 # an empty answer scores 1 only against an empty one
+            return float(pred == gold)
+        common = sum((collections.Counter(pred) & collections.Counter(gold)).values())
+        if common == 0:
+            return 0.0
+        precision, recall = common / len(pred), common / len(gold)
+        return 2 * precision * recall / (precision + recall)
+
+    pred = normalize_answer(prediction).split()
+    return max(f1(pred, normalize_answer(a).split()) for a in answers)

@@ -1,0 +1,189 @@
+"""`DecoderWorkload`: a prompted task on a causal LM, behind the same interface as `EncoderWorkload`.
+
+Training, selection and the pipeline see only the workload interface (beft/workload.py), so every method that
+works on encoders works here: batches are (prompt + candidate) rows, `loss` is the cross-entropy over the
+candidates' mean log-likelihoods or the LM loss on the gold tokens (per task, PAPER.md §C.3), and `evaluate`
+is accuracy over candidates or greedy-decoding F1 / exact match (§C.7). The model carries the method's adapter
+(added biases on bias-free projections, LoRA, prefix); there is no task head, the LM head stays frozen.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from transformers import set_seed
+
+from beft import config as C
+from beft.bias_map import BiasMap
+from beft.data import load_prompted
+from beft.decoder import model as M
+from beft.decoder import scoring, spec as S
+from beft.decoder.peft_methods import add_adapter, adapter_kind
+from beft.decoder.prompts import PromptCoder, PromptSet, demonstration_indices, with_demonstrations
+from beft.decoder.templates import get_template
+from beft.errors import BeftError
+from beft.evaluate import autocast, to_device
+from beft.models import load_tokenizer
+
+MAX_NEW_TOKENS = 50
+
+
+class DecoderWorkload:
+    kind = "decoder"
+
+    def __init__(self, cfg, device: torch.device | None = None):
+        self.cfg, self.spec = cfg, S.section(cfg.task)
+        self.template = get_template(self.spec["template"])
+        self.device = device or C.resolve_device(cfg.trainer.device)
+        self.precision = C.resolve_precision(cfg.trainer.precision, self.device)
+        self.method = cfg.method.name
+        raw = M.skeleton(cfg.model)
+        self.adapter = adapter_kind(self.method, raw, BiasMap(raw))
+        self.max_length = min(int(self.spec["max_length"]), M.context_length(raw.config))
+        self.coder = PromptCoder(load_tokenizer(cfg.model), self.max_length)
+        n_train, exact = S.train_size(cfg, self.spec)
+        self.data = load_prompted(self.spec, C.data_dir(cfg), n_train, int(self.spec["n_eval"]), int(cfg.seed),
+                                  exact)
+        train = self._render(self.data.train, "train")
+        self.train_set = self.coder.encode(train)
+        self.demonstrations = int(cfg.method.demonstrations) if self.method == "icl" else 0
+        self.eval_sets = {}
+        for split, rows in self.data.eval.items():
+            prompted = self._render(rows, split)
+            if self.demonstrations:
+                prompted = [with_demonstrations(p, [train[j] for j in demonstration_indices(
+                    len(train), self.demonstrations, int(cfg.seed), i)]) for i, p in enumerate(prompted)]
+            self.eval_sets[split] = self.coder.encode(prompted)
+        if cfg.trainer.eval_train:
+            self.eval_sets["train"] = self.train_set
+        self.main_metric = f"{next(iter(self.data.eval))}/{self.spec['main_metric']}"
+        self.source = self.data.source
+        self.rows = "all" if self.spec["loss"] == "classification" else "gold"
+
+    def _render(self, examples: list[dict], split: str):
+        missing = [f for f in self.template.fields if examples and f not in examples[0]]
+        if missing:
+            raise BeftError(f"{self.spec['name']} {split} examples lack {', '.join(missing)} for the "
+                            f"{self.spec['template']} template (fields: {', '.join(examples[0])})")
+        return [self.template.render(ex) for ex in examples]
+
+    # ---- models ----------------------------------------------------------------------------------------
+
+    def load_base(self, dtype: torch.dtype | None = None):
+        """The pretrained causal LM without any adapter, on the workload's device."""
+        dtype = dtype or M.weights_dtype(self.device, self.precision, self.method)
+        model, source = M.load_causal_lm(self.cfg.model, dtype, self.cfg.trainer.attn_implementation)
+        return model.to(self.device), source
+
+    def new_model(self):
+        """The pretrained model with the method's adapter (seeded), trainable parts in fp32."""
+        set_seed(int(self.cfg.seed))
+        base, source = self.load_base()
+        model = add_adapter(base, self.adapter, self.cfg.method, BiasMap(base), seed=int(self.cfg.seed))
+        M.keep_trainable_fp32(model)
+        return model.to(self.device), source
+
+    def bias_map(self) -> BiasMap:
+        """Bias cells of the model as `new_model` builds it (added biases included), without loading weights."""
+        raw = M.skeleton(self.cfg.model)
+        return BiasMap(add_adapter(raw, self.adapter, self.cfg.method, BiasMap(raw), init=False))
+
+    def identity(self) -> dict:
+        m, method = self.cfg.model, self.cfg.method
+        adapter = None
+        if self.adapter is not None:
+            adapter = {"kind": self.adapter, **{k: v for k, v in OmegaConf.to_container(method, resolve=True).items()
+                                                if self.adapter in ("lora", "prefix") and k != "name"}}
+        source = {k: v for k, v in self.data.source.items() if k != "dir"}
+        return {"model": {k: m.get(k) for k in ("hub_id", "revision", "path", "tiny", "weights_seed", "bias_std")},
+                "kind": "decoder", "adapter": adapter, "attn": self.cfg.trainer.attn_implementation,
+                "data": {"source": source, "n_train": len(self.train_set), "seed": int(self.cfg.seed),
+                         "eval": {k: len(v) for k, v in self.eval_sets.items()},
+                         "template": self.spec["template"], "loss": self.spec["loss"],
+                         "metrics": list(self.spec["metrics"]), "max_length": self.max_length,
+                         "demonstrations": self.demonstrations}}
+
+    # ---- batches and loss ------------------------------------------------------------------------------
+
+    def batches(self, data: PromptSet, batch_size: int, generator: torch.Generator | None = None,
+                group_by_length: bool = True):
+        """Batches of `batch_size` examples with the rows the loss needs (all candidates, or the gold one)."""
+        if generator is not None:
+            return self.coder.train_batches(data, batch_size, self.rows, generator, group_by_length)
+        chunks = [list(range(i, min(i + batch_size, len(data)))) for i in range(0, len(data), batch_size)]
+        return (self.coder.collate([data.items[i] for i in chunk], self.rows) for chunk in chunks)
+
+    def example_losses(self, model, batch: dict) -> torch.Tensor:
+        sums, counts = scoring.option_logprobs(model, batch)
+        if self.rows == "all":
+            scores = scoring.choice_scores(sums, counts, batch)
+            return scoring.classification_loss(scores, batch["labels"], reduction="none")
+        return -sums / counts
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        sums, counts = scoring.option_logprobs(model, batch)
+        if self.rows == "all":
+            return scoring.classification_loss(scoring.choice_scores(sums, counts, batch), batch["labels"])
+        return scoring.lm_loss(sums, counts)
+
+    def selection_split(self, n: int, seed: int) -> PromptSet:
+        return self.train_set.subset(np.random.RandomState(seed).permutation(len(self.train_set))[:n].tolist())
+
+    @torch.no_grad()
+    def mean_loss(self, model, data: PromptSet) -> float:
+        was_training = model.training
+        model.eval()
+        total = 0.0
+        for batch in self.batches(data, self.cfg.trainer.eval_batch_size):
+            with autocast(self.device, self.precision):
+                total += float(self.example_losses(model, to_device(batch, self.device)).sum())
+        model.train(was_training)
+        return total / len(data)
+
+    # ---- evaluation ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def candidate_scores(self, model, data: PromptSet) -> list[np.ndarray]:
+        """Mean log-probability of every candidate of every example, in the split's order."""
+        out = [None] * len(data)
+        for chunk in self.coder.eval_chunks(data, int(self.cfg.trainer.eval_batch_size)):
+            batch = to_device(self.coder.collate([data.items[i] for i in chunk], "all"), self.device)
+            with autocast(self.device, self.precision):
+                sums, counts = scoring.option_logprobs(model, batch)
+            scores = scoring.choice_scores(sums, counts, batch).cpu().numpy()
+            for row, i in zip(scores, chunk):
+                out[i] = row[: len(data.items[i].options)]
+        return out
+
+    @torch.no_grad()
+    def generate(self, model, data: PromptSet) -> list[str]:
+        """Greedy answers (first line, stripped), in the split's order."""
+        out = [None] * len(data)
+        use_cache = self.adapter != "prefix"
+        for chunk in self.coder.eval_chunks(data, int(self.cfg.trainer.eval_batch_size), rows="gold"):
+            prompts = [self.coder.generation_prompt(data.items[i], MAX_NEW_TOKENS) for i in chunk]
+            with autocast(self.device, self.precision):
+                tokens = scoring.greedy(model, prompts, MAX_NEW_TOKENS, self.coder.stop, self.coder.pad, use_cache)
+            for i, ids in zip(chunk, tokens):
+                out[i] = self.coder.decode(ids).split("\n")[0].strip()
+        return out
+
+    def evaluate(self, model) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        results = {}
+        for split, data in self.eval_sets.items():
+            if self.template.kind == "choice":
+                scores = self.candidate_scores(model, data)
+                correct = [int(np.argmax(s)) in it.gold for s, it in zip(scores, data.items)]
+                losses = [float(-torch.log_softmax(torch.from_numpy(s).double(), 0)[it.gold[0]])
+                          for s, it in zip(scores, data.items)]
+                results.update({f"{split}/accuracy": float(np.mean(correct)), f"{split}/loss": float(np.mean(losses))})
+            else:
+                answers = self.generate(model, data)
+                for name, fn in (("f1", scoring.token_f1), ("em", scoring.exact_match)):
+                    if name in self.spec["metrics"]:
+                        results[f"{split}/{name}"] = float(np.mean([fn(a, it.answers)
+                                                                    for a, it in zip(answers, data.items)]))
+        model.train(was_training)
+        return results
