@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 export BEFT_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install demo test tables bench sweep clean
+.PHONY: help install demo test tables smoke bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -30,6 +30,12 @@ test: install  ## run the test suite (offline: packaged MiniLM, local data, tiny
 
 bench: install  ## step time and peak memory of full FT, LoRA, BitFit and b_v-only (ratios, one run)
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench.py
+
+tables: install  ## rebuild results/tables and results/figures from the records in results/runs
+	$(PY) scripts/make_tables.py
+
+smoke: install  ## a seconds-per-job sweep on tiny models, then its tables (plumbing check)
+	HF_HUB_OFFLINE=1 $(PY) run.py -m experiment=smoke && $(PY) scripts/make_tables.py
 
 clean:  ## remove outputs (not results/)
 	rm -rf outputs multirun

@@ -130,6 +130,11 @@ class BiasMap:
             raise BeftError(f"found no {self.model_type} layers under '{self.family.layers}' in "
                             f"{type(model).__name__}; check the Family entry in beft/bias_map.py")
         self.num_layers = 1 + max(layer for layer, _ in self.modules)
+        # Parameter counts outside the task head, for equal-budget baselines (rand_uniform).
+        head = set(self.head_param_names(model))
+        backbone = [(n, p.numel()) for n, p in model.named_parameters() if n not in head]
+        self.backbone_params = sum(size for _, size in backbone)
+        self.backbone_bias_params = sum(size for n, size in backbone if n.endswith(".bias"))
         self.types = [t for t in TYPES if any(t == c[1] for c in self.modules)]
         self._sizes, self._has_bias = sizes, has_bias
 

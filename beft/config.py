@@ -26,7 +26,8 @@ def check_overrides(overrides: list[str]) -> None:
 
     for override in OverridesParser.create().parse_overrides(overrides):
         group = override.key_or_group
-        if override.package is not None or not (CONF_DIR / group).is_dir() or override.is_delete():
+        if (override.package is not None or not (CONF_DIR / group).is_dir() or override.is_delete()
+                or group.startswith("hydra/")):  # launchers also come from plugins: Hydra checks those
             continue
         values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
         choices = group_choices(group)
@@ -54,6 +55,9 @@ def validate(cfg) -> None:
         validate_decoder(cfg)
     else:
         _validate_encoder(cfg)
+    if cfg.method.name == "rand_uniform" and cfg.trainer.weight_decay:
+        raise BeftError(f"method=rand_uniform needs trainer.weight_decay=0 (got {cfg.trainer.weight_decay}): weight "
+                        "decay would move the weights outside the random mask")
     resolve_device(cfg.trainer.device)
     if cfg.trainer.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise choices_error("trainer.precision", cfg.trainer.precision, ["auto", "fp32", "bf16", "fp16"])
@@ -125,7 +129,9 @@ def train_settings(cfg, device: torch.device) -> TrainSettings:
         s = schedule(cfg)
     else:
         s = {"lr": t.lr if t.lr is not None else cfg.method.get("lr") or cfg.task.lr,
-             "epochs": t.epochs if t.epochs is not None else cfg.task.epochs,
+             # Some models have their own epochs for some tasks (BERT-large, RoBERTa: PAPER.md §B.4).
+             "epochs": t.epochs if t.epochs is not None else
+             (cfg.model.get("task_epochs") or {}).get(cfg.task.name) or cfg.task.epochs,
              "batch_size": t.batch_size, "grad_accum": t.grad_accum, "schedule": t.schedule}
     return TrainSettings(lr=float(s["lr"]), epochs=int(s["epochs"]), batch_size=int(s["batch_size"]),
                          max_grad_norm=t.max_grad_norm, adam_eps=t.adam_eps, weight_decay=t.weight_decay,

@@ -37,7 +37,7 @@ def training_key(cfg, workload, scope: Scope, settings: TrainSettings) -> str:
     """Everything that determines a training's numbers: the starting weights and data (the workload's
     identity), what is trained, and the schedule. Not the method that asked for it, nor the config's layout."""
     trained = {k: v for k, v in asdict(settings).items() if k not in ("progress", "desc")}
-    return digest({"start": workload.identity(), "scope": [scope.kind, sorted(map(list, scope.targets))],
+    return digest({"start": workload.identity(), "scope": scope.identity(),
                    "settings": trained, "eval_every_epoch": bool(cfg.trainer.eval_every_epoch)})
 
 
@@ -88,7 +88,7 @@ def fit(cfg, workload, scope: Scope, settings: TrainSettings, cache: Cache, logg
         result.zero_gradient = {"k": {"max_abs_roundoff": inert_keys.max_roundoff}}
         log.warning(inert_keys.note())
         inert_keys.remove()
-    if trainable <= STATE_LIMIT:
+    if sum(p.numel() for p in model.parameters() if p.requires_grad) <= STATE_LIMIT:  # what would be stored
         result.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
     cache.put("fits", key, asdict(result))
     return result, model

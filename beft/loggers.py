@@ -35,13 +35,18 @@ class WandbLogger(NullLogger):
     def __init__(self, cfg):
         self.cfg = cfg
         self.run = None
+        self.run_dir = None
 
     def start(self, config, run_dir, run_id):
         import wandb
 
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # reinit="finish_previous": a run left open by anything else is closed, never shared with this job.
         self.run = wandb.init(project=self.cfg.project, entity=self.cfg.get("entity"), mode=self.cfg.mode,
-                              name=run_id, config=config, dir=str(run_dir), group=self.cfg.get("group"),
-                              tags=list(self.cfg.get("tags") or []), reinit="finish_previous")
+                              name=run_id, config=config, dir=str(self.run_dir), group=self.cfg.get("group"),
+                              tags=list(self.cfg.get("tags") or []), job_type=config["method"]["name"],
+                              reinit="finish_previous")
 
     def log(self, metrics, step):
         if self.run is not None:
@@ -54,13 +59,22 @@ class WandbLogger(NullLogger):
             self.run.log({name: wandb.Image(str(path))})
 
     def finish(self, record):
+        """The final record: key numbers in the summary, result.json itself as a run file; then finish (exit code
+        1 for a failed run). Whatever happens here, the run is finished."""
         if self.run is None:
             return
-        summary = {f"final/{k}": v for k, v in (record.get("metrics") or {}).get("final", {}).items()}
-        self.run.summary.update({"status": record.get("status"), "trainable_params": record.get("trainable_params"),
-                                 **summary})
-        self.run.finish(exit_code=0 if record.get("status") == "ok" else 1)
-        self.run = None
+        run, self.run = self.run, None
+        try:
+            selection = record.get("selection") or {}
+            summary = {f"final/{k}": v for k, v in (record.get("metrics") or {}).get("final", {}).items()}
+            run.summary.update({"status": record.get("status"), "error": record.get("error"), "key": record.get("key"),
+                                "trainable_params": record.get("trainable_params"), **summary,
+                                **({"selection/ranking": selection["ranking"]} if selection.get("ranking") else {})})
+            result = self.run_dir / "result.json"
+            if result.exists():
+                run.save(str(result), base_path=str(self.run_dir), policy="now")
+        finally:
+            run.finish(exit_code=0 if record.get("status") == "ok" else 1)
 
 
 def make_logger(cfg) -> NullLogger:

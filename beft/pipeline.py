@@ -33,6 +33,8 @@ def method_label(cfg) -> str:
         return "fixed-" + "+".join(str(t) for t in cfg.method.terms)
     if cfg.method.name in SELECTORS and cfg.budget.name != "one_type":
         return f"{cfg.method.name}-{cfg.budget.name}"
+    if cfg.method.name == "rand_uniform" and cfg.method.num_params != "budget":
+        return f"rand_uniform-{cfg.method.num_params}"
     return cfg.method.name
 
 
@@ -42,8 +44,11 @@ def run_id(cfg, key: str) -> str:
 
 
 def run(cfg) -> dict:
-    """Run one job and return its record. A job whose key already has an `ok` record is skipped (unless force)."""
-    C.validate(cfg)
+    """Run one job and return its record. A job whose key already has an `ok` record is skipped (unless force).
+
+    Whatever happens after the key is known, the record is written (atomically) with status ok or failed, and
+    the logger's run is finished, so a sweep can go on to its next job and resume later.
+    """
     key = record_key(cfg)
     run_dir = Path(cfg.out_dir) / run_id(cfg, key)
     existing = read_record(run_dir / RECORD)
@@ -54,14 +59,15 @@ def run(cfg) -> dict:
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": C.to_plain(cfg),
               "notes": []}
     logger = make_logger(cfg.logger)
-    logger.start(record["config"], run_dir, run_dir.name)
     try:
+        C.validate(cfg)  # inside: a sweep's invalid job is recorded as failed, with the one-line reason
+        logger.start(record["config"], run_dir, run_dir.name)
         _execute(cfg, record, run_dir, logger)
         record["status"] = "ok"
     except (BeftError, Diverged, torch.cuda.OutOfMemoryError) as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
-    except Exception as err:
+    except BaseException as err:  # KeyboardInterrupt too: the record must never stay "running"
         record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         raise
     finally:
@@ -94,7 +100,8 @@ def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
     result, _ = fit(cfg, workload, scope, settings, cache, logger)
 
     record.update(trainable_params=result.trainable, total_params=result.total,
-                  scope={"kind": scope.kind, "targets": [list(c) for c in scope.targets], "label": scope.describe()},
+                  scope={"kind": scope.kind, "targets": [list(c) for c in scope.targets], "label": scope.describe(),
+                         **({"num_params": scope.num_params, "seed": scope.seed} if scope.num_params else {})},
                   n_train=len(workload.train_set), n_eval={k: len(v) for k, v in workload.eval_sets.items()},
                   env=environment(str(workload.device), result.model_source, workload.source))
     record["notes"] += result.notes

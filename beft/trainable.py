@@ -1,19 +1,22 @@
 """Make exactly the chosen parameters trainable, and keep mathematically inert ones honest.
 
-A `Scope` says what a run trains: chosen bias cells, every bias, every weight, only the task head, the weights a
-PEFT adapter added (LoRA, prefix), or nothing (zero-shot, in-context learning). The task head (the family's `head`
-patterns; decoders have none: the LM head stays frozen, as in the paper) is trained in every scope but `none`.
+A `Scope` says what a run trains: chosen bias cells, every bias, every weight, only the task head, N random
+scalar weights of the backbone (`random_weights`, the paper's rand_uniform control), the weights a PEFT adapter
+added (LoRA, prefix), or nothing (zero-shot, in-context learning). The task head (the family's `head` patterns;
+decoders have none: the LM head stays frozen, as in the paper) is trained in every scope but `none`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
+import numpy as np
 import torch
 from torch import nn
 
 from beft.bias_map import PAPER_LABELS, BiasMap, Cell
 
-SCOPES = ("targets", "all_biases", "all", "head", "adapter", "none")
+SCOPES = ("targets", "all_biases", "all", "head", "random_weights", "adapter", "none")
 # Parameter-name fragments of the weights a PEFT adapter adds (LoRA matrices, prefix key/values).
 ADAPTER_PARTS = ("lora_A.", "lora_B.", "prompt_encoder.")
 
@@ -22,8 +25,17 @@ ADAPTER_PARTS = ("lora_A.", "lora_B.", "prompt_encoder.")
 class Scope:
     kind: str                                   # one of SCOPES
     targets: list[Cell] = field(default_factory=list)
+    num_params: int | None = None               # random_weights: how many backbone scalars to train
+    seed: int = 0                               # random_weights: which ones
+
+    def identity(self) -> list:
+        """What the scope trains, for training keys (unchanged for the kinds that existed first)."""
+        cells = [self.kind, sorted(map(list, self.targets))]
+        return cells + [self.num_params, self.seed] if self.kind == "random_weights" else cells
 
     def describe(self) -> str:
+        if self.kind == "random_weights":
+            return f"random {self.num_params} weights"
         if self.kind != "targets":
             return self.kind
         types = sorted({t for _, t in self.targets}, key=lambda t: list(PAPER_LABELS).index(t))
@@ -31,7 +43,7 @@ class Scope:
 
 
 def trainable_names(model: nn.Module, bias_map: BiasMap, scope: Scope) -> list[str]:
-    """Parameter names the scope trains, in model order."""
+    """Parameter names the scope trains (for random_weights: those holding a chosen position), in model order."""
     head = set(bias_map.head_param_names(model))
     if scope.kind == "all":
         wanted = {n for n, _ in model.named_parameters()}
@@ -48,17 +60,62 @@ def trainable_names(model: nn.Module, bias_map: BiasMap, scope: Scope) -> list[s
         wanted = {n for n, _ in model.named_parameters() if any(part in n for part in ADAPTER_PARTS)} | head
     elif scope.kind == "none":
         wanted = set()
+    elif scope.kind == "random_weights":
+        wanted = set(random_positions(model, bias_map, scope)) | head
     else:
         raise ValueError(f"unknown scope {scope.kind!r}; valid: {SCOPES}")
     return [n for n, _ in model.named_parameters() if n in wanted]
 
 
 def apply_scope(model: nn.Module, bias_map: BiasMap, scope: Scope) -> int:
-    """Freeze everything but the scope; returns the number of trainable parameters."""
+    """Freeze everything but the scope; returns the number of trainable parameters (scalars that can move)."""
+    if scope.kind == "random_weights":
+        return _apply_random_weights(model, bias_map, scope)
     names = set(trainable_names(model, bias_map, scope))
     for name, param in model.named_parameters():
         param.requires_grad_(name in names)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def random_positions(model: nn.Module, bias_map: BiasMap, scope: Scope) -> dict[str, torch.Tensor]:
+    """{parameter name: flat indices} over the backbone (task head excluded): exactly `scope.num_params`
+    positions, drawn uniformly without replacement under `scope.seed`. Parameters with none are left out.
+
+    The authors draw per tensor with replacement (slightly fewer unique positions, PAPER.md §B.5); here the
+    count is exact, so the comparison with a bias budget is at exactly equal size.
+    """
+    head = set(bias_map.head_param_names(model))
+    backbone = [(n, p.numel()) for n, p in model.named_parameters() if n not in head]
+    total = sum(size for _, size in backbone)
+    if not 1 <= (scope.num_params or 0) <= total:
+        raise ValueError(f"random_weights needs 1..{total} positions, got {scope.num_params}")
+    # numpy draws k of n without replacement in O(k) memory (Floyd's method), even for a 7B-parameter backbone.
+    chosen = np.sort(np.random.default_rng(scope.seed).choice(total, size=scope.num_params, replace=False))
+    positions, start = {}, 0
+    for name, size in backbone:
+        lo, hi = np.searchsorted(chosen, [start, start + size])
+        if hi > lo:
+            positions[name] = torch.from_numpy(chosen[lo:hi] - start)
+        start += size
+    return positions
+
+
+def _apply_random_weights(model: nn.Module, bias_map: BiasMap, scope: Scope) -> int:
+    positions = random_positions(model, bias_map, scope)
+    head = set(bias_map.head_param_names(model))
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in positions or name in head)
+        if name in positions:
+            # Only the chosen positions keep their gradient. A zero gradient gives a zero AdamW step (weight decay
+            # is 0, checked in config.validate), so every other weight stays exactly at its pre-trained value.
+            param.register_hook(partial(_keep_only, index=positions[name].to(param.device)))
+    return scope.num_params + sum(p.numel() for n, p in model.named_parameters() if n in head)
+
+
+def _keep_only(grad: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    kept = torch.zeros_like(grad)
+    kept.view(-1)[index] = grad.reshape(-1)[index]
+    return kept
 
 
 class InertKeyBiases:

@@ -1,0 +1,118 @@
+"""`make tables` from end to end: read the results store, write every table and figure, and a summary.
+
+results/runs/<experiment>/**/result.json  ->  results/tables/<experiment>[_paired|_selection].{md,csv,tex},
+results/tables/fig1_scores.*, results/tables/summary.md, results/figures/<experiment>_*.png.
+Both output folders are generated: what the previous call wrote (listed in each folder's `.manifest`) is
+removed first, so a table never outlives its records, and nothing else there is touched. The same records give byte-identical tables (everything sorted, no timestamps).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from beft import figures as F
+from beft import table_io
+from beft import tables as T
+from beft.results import SELECTION_METHODS, Store, read_store
+
+log = logging.getLogger("beft")
+NLI_TASKS = {"rte", "mnli", "qnli", "cb", "qqp", "mrpc"}
+MANIFEST = ".manifest"
+
+
+@dataclass
+class Report:
+    store: Store
+    tables: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+
+
+def make_tables(runs_dir: Path, paper_dir: Path, tables_dir: Path, figures_dir: Path,
+                with_figures: bool = True) -> Report:
+    store = read_store(runs_dir)
+    paper = T.load_paper(paper_dir)
+    tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
+    _clear(tables_dir)
+    if with_figures:
+        _clear(figures_dir)
+    report = Report(store)
+    runs = store.runs
+    for experiment in sorted(runs["experiment"].unique()) if not runs.empty else []:
+        mine = runs[runs["experiment"] == experiment]
+        ok = mine[mine["status"] == "ok"]
+        if ok.empty:
+            continue
+        name = experiment or "runs"
+        report.tables += _experiment_tables(name, ok, int((mine["status"] == "failed").sum()), paper, tables_dir)
+        if with_figures:
+            report.figures += F.all_figures(store, ok, name, figures_dir)
+    fig1 = T.fig1_scores(store, paper_dir)
+    if fig1 is not None:
+        columns, rows, data, notes = fig1
+        report.tables += table_io.write(tables_dir, "fig1_scores", "Fig. 1: type scores, notebook vs ours",
+                                        columns, rows, notes, data)
+    report.tables.append(_summary(store, tables_dir))
+    _manifest(tables_dir, report.tables)
+    if with_figures:
+        _manifest(figures_dir, report.figures)
+    return report
+
+
+def _experiment_tables(name: str, ok: pd.DataFrame, failed: int, paper: pd.DataFrame, out: Path) -> list[Path]:
+    title = T.TITLES.get(name, f"Experiment {name}")
+    columns, rows, data, notes = T.table2(ok, paper) if name == "table2" else T.main_table(name, ok, paper)
+    if name.startswith("table"):
+        notes = notes + T.unplaced_notes(paper, set(ok["task"]))
+    if "minilm" in set(ok["model"]) and NLI_TASKS & set(ok["task"]):
+        notes.append(T.NLI_NOTE)
+    if failed:
+        notes.append(f"{failed} failed run(s) are not in this table: see summary.md.")
+    paths = []
+    p_columns, p_rows, p_data = T.paired_table(ok)
+    extra = ""
+    if p_rows:
+        extra = (f"## Paired comparisons\n\n{table_io.markdown(p_columns, p_rows)}\n- {T.PAIRED_NOTE}\n")
+        paths += table_io.write(out, f"{name}_paired", f"{title}: paired comparisons", p_columns, p_rows,
+                                [T.PAIRED_NOTE], p_data)
+    if ok["arm"].isin(SELECTION_METHODS).any():
+        s_columns, s_rows, s_data = T.selection_table(ok)
+        extra += (f"\n## Selection\n\n{table_io.markdown(s_columns, s_rows)}\n- {T.SELECTION_NOTE}\n")
+        paths += table_io.write(out, f"{name}_selection", f"{title}: selection", s_columns, s_rows,
+                                [T.SELECTION_NOTE], s_data)
+    return table_io.write(out, name, title, columns, rows, notes, data, extra) + paths
+
+
+def _summary(store: Store, out: Path) -> Path:
+    runs = store.runs
+    lines = ["# Results store summary\n", "| experiment | ok | failed |", "| --- | ---: | ---: |"]
+    if not runs.empty:
+        counts = runs.groupby(["experiment", "status"]).size().unstack(fill_value=0)
+        for experiment, row in counts.sort_index().iterrows():
+            lines.append(f"| {experiment or '(top level)'} | {row.get('ok', 0)} | {row.get('failed', 0)} |")
+        failed = runs[runs["status"] == "failed"].sort_values("path")
+        if len(failed):
+            lines += ["", "## Failed runs (rerun the sweep to retry them)", ""]
+            lines += [f"- `{r.path}`: {str(r.error).splitlines()[0] if r.error else 'no error recorded'}"
+                      for r in failed.itertuples()]
+    if store.skipped:
+        lines += ["", "## Files skipped (not a usable record)", ""] + [f"- {s}" for s in sorted(store.skipped)]
+    path = out / "summary.md"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _clear(folder: Path) -> None:
+    """Remove what the last call wrote (never anything it did not write)."""
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        for name in manifest.read_text().split():
+            (folder / name).unlink(missing_ok=True)
+
+
+def _manifest(folder: Path, paths: list[Path]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).write_text("".join(f"{p.name}\n" for p in sorted(set(paths))))

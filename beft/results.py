@@ -1,0 +1,140 @@
+"""The results store: every `result.json` under results/runs/<experiment>/, read into one tidy table of runs.
+
+Records are read, never trusted blindly: a file that is not valid JSON, or lacks the fields a table needs, is
+skipped with a warning (a half-written temp file is never even opened: only files named result.json are
+records). One row per record; `make tables` (beft.tables, beft.figures) aggregates these rows.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from beft.bias_map import PAPER_LABELS, TYPES
+
+log = logging.getLogger("beft")
+RECORD = "result.json"
+
+# Display order: the paper's model, task and regime order, then anything else alphabetically.
+MODELS = ["bert-base-cased", "bert-large-cased", "roberta-base", "minilm", "opt-1.3b", "opt-6.7b", "llama2-7b",
+          "gpt-j-6b", "deepseek-coder-1.3b", "tiny-bert", "tiny-opt", "tiny-llama"]
+TASKS = ["cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "cb", "wic", "boolq", "copa", "wsc",
+         "multirc", "record", "squad", "drop"]
+REGIMES = ["low", "medium", "high", "full"]
+SELECTION_METHODS = ["beft", "magnitude", "fisher", "causal", "random"]
+FIXED_ORDER = ["v", "q", "k", "o", "fc1", "fc2", "ln1", "ln2"]   # the paper's question first: b_v, b_q, b_k
+ARMS = ([f"fixed-{t}" for t in FIXED_ORDER] + SELECTION_METHODS
+        + ["bitfit", "rand_uniform", "rand_uniform-bitfit", "full", "head", "lora", "prefix", "icl", "zero_shot"])
+ARM_NAMES = {**{f"fixed-{t}": PAPER_LABELS[t] for t in TYPES}, "beft": "beft (select)",
+             "magnitude": "magnitude (select)", "fisher": "fisher (select)", "causal": "causal (select)",
+             "random": "random (select)", "bitfit": "all biases", "rand_uniform": "rand. uniform (b_v size)",
+             "rand_uniform-bitfit": "rand. uniform (all-bias size)", "full": "full FT", "head": "head only",
+             "lora": "LoRA", "prefix": "prefix", "icl": "ICL", "zero_shot": "zero-shot"}
+
+
+def order_key(value, order: list[str]):
+    """Sort known names in the given order, then the rest alphabetically (deterministic)."""
+    return (order.index(value), "") if value in order else (len(order), str(value))
+
+
+def arm_name(arm: str) -> str:
+    if arm.startswith("fixed-") and "+" in arm:
+        return "+".join(PAPER_LABELS.get(t, t) for t in arm[len("fixed-"):].split("+"))
+    return ARM_NAMES.get(arm, arm)
+
+
+@dataclass
+class Store:
+    runs: pd.DataFrame                              # one row per record (ok and failed)
+    records: dict[str, dict]                        # run row id -> the record itself (selection details)
+    skipped: list[str] = field(default_factory=list)  # "path: why" for every file that is not a usable record
+
+
+def _regime_label(config: dict) -> str:
+    regime = config.get("regime") or {}
+    return regime.get("name", "?") if regime.get("n") is None else f"n{regime['n']}"
+
+
+def arm_of(record: dict) -> str:
+    """The method label the run id was built with (pipeline.method_label): run_id minus its known parts."""
+    config = record["config"]
+    prefix = f"{config['model']['name']}-{config['task']['name']}-{_regime_label(config)}-"
+    suffix = f"-s{config['seed']}-{record['key'][:8]}"
+    run_id = record.get("run_id", "")
+    if run_id.startswith(prefix) and run_id.endswith(suffix) and len(run_id) > len(prefix) + len(suffix):
+        return run_id[len(prefix):-len(suffix)]
+    return config["method"]["name"]
+
+
+def variant_of(config: dict) -> str:
+    """Short hash of what changes numbers besides the method and the seed (model, task, regime, trainer):
+    runs in one table cell must share it, or the table shows them apart."""
+    from beft.record import KEY_IGNORED
+
+    fields = {}
+    for section in ("model", "task", "regime", "trainer"):
+        value = config.get(section)
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in KEY_IGNORED.get(section, ())}
+        fields[section] = value
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def _row(record: dict, experiment: str, path: Path) -> dict:
+    config = record["config"]
+    main = ((record.get("metrics") or {}).get("main") or {})
+    metric = str(main.get("name", "")).split("/")[-1] or (config.get("task") or {}).get("main_metric")
+    selection = record.get("selection") or {}
+    return {
+        "experiment": experiment, "path": str(path), "run_id": record.get("run_id"), "key": record["key"],
+        "status": record["status"], "error": record.get("error"), "created": record.get("created", ""),
+        "model": config["model"]["name"], "task": config["task"]["name"], "regime": config["regime"]["name"],
+        "regime_label": _regime_label(config), "n_train": record.get("n_train"), "method": config["method"]["name"],
+        "arm": arm_of(record), "seed": int(config["seed"]), "variant": variant_of(config), "metric": metric,
+        "value": main.get("value", math.nan), "trainable_params": record.get("trainable_params"),
+        "total_params": record.get("total_params"), "top_type": (selection.get("ranking") or [None])[0],
+        "chosen": "+".join(selection.get("chosen_types") or []) or None,
+    }
+
+
+def read_store(root: Path) -> Store:
+    """Every record under root (root/<experiment>/**/result.json), newest kept when a key appears twice."""
+    root = Path(root)
+    rows, records, skipped = [], {}, []
+    for path in sorted(root.glob(f"**/{RECORD}")):
+        where = path.relative_to(root)
+        try:
+            record = json.loads(path.read_text())
+            if record.get("status") not in ("ok", "failed"):
+                raise ValueError(f"status {record.get('status')!r} is neither ok nor failed")
+            row = _row(record, where.parts[0] if len(where.parts) > 1 else "", where)
+            value = row["value"]
+            if record["status"] == "ok" and (not isinstance(value, (int, float)) or not math.isfinite(value)):
+                raise ValueError("an ok record without a finite metrics.main.value")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            reason = f"{where}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            log.warning("skipping %s", reason)
+            skipped.append(reason)
+            continue
+        rows.append(row)
+        records[str(where)] = record
+    runs = pd.DataFrame(rows)
+    if not runs.empty:
+        # A record copied twice (same experiment, same key) counts once: keep the newest ok one.
+        runs = runs.sort_values(["experiment", "key", "status", "created", "path"],
+                                ascending=[True, True, False, False, True])  # "ok" > "failed"
+        runs = runs.drop_duplicates(["experiment", "key"], keep="first")
+        runs = runs.sort_values(["experiment", "path"]).reset_index(drop=True)
+    return Store(runs, records, skipped)
+
+
+def sort_runs(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Sort rows by model, task, regime, arm in the paper's order (other columns alphabetically)."""
+    orders = {"model": MODELS, "task": TASKS, "regime": REGIMES, "arm": ARMS}
+    keys = {c: (lambda s, c=c: s.map(lambda v: order_key(v, orders[c]))) for c in by if c in orders}
+    return frame.sort_values(by, key=lambda s: keys[s.name](s) if s.name in keys else s).reset_index(drop=True)

@@ -1,0 +1,276 @@
+"""`make tables`: the paper's tables from the results store.
+
+Per experiment (results/runs/<experiment>/): a main table (rows: model x task x regime; columns: the arms run,
+mean ± std over seeds with n; the paper's number beside ours where results/paper/ knows it, "—" where not),
+paired comparisons over the same seeds (how sure each difference is), and for selection methods what they
+picked and what it cost against the best single type. Table 2 is shaped like the paper's (one row per method,
+with parameter counts). Only `ok` records enter a table; failed ones are counted in summary.md.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from beft import stats, table_io
+from beft.bias_map import PAPER_LABELS, TYPES
+from beft.results import ARMS, SELECTION_METHODS, Store, arm_name, order_key, sort_runs
+from beft.table_io import DASH
+
+SCALE = 100.0   # metrics are stored as fractions (accuracy, F1, MCC, correlations); tables show ×100
+ROW = ["model", "task", "regime_label", "variant"]
+METRIC_NAMES = {"accuracy": "acc.", "mcc": "MCC", "macro_f1": "macro-F1", "f1": "F1", "spearman": "Spearman",
+                "pearson": "Pearson"}
+TITLES = {
+    "table1": "Table 1: b_v vs b_q vs b_k across GLUE tasks and data regimes",
+    "table2": "Table 2: efficiency and effectiveness on RTE",
+    "table3": "Table 3: b_v vs b_q vs b_k across datasets and encoders",
+    "table4": "Table 4: LoRA injected into b_v, b_q, b_k",
+    "table5": "Table 5: autoregressive LLMs",
+    "table6": "Table 6: bias-free LLMs with an added bias",
+    "selection": "Selection methods: what they pick and what it is worth",
+    "local": "MiniLM on the tasks with local data (CPU)",
+    "smoke": "Smoke sweep (random tiny model: checks the plumbing; its numbers mean nothing)",
+}
+CELL_NOTE = ("Cells: validation metric ×100 at the final epoch, mean ± std over seeds (number of seeds); "
+             "— where nothing was measured.")
+PAPER_NOTE = ("paper: the paper's number where one is known (results/paper/, with its source tag); — where "
+              "unknown. The paper's own tables were not available (PAPER.md §0.2): no number is filled in.")
+NLI_NOTE = ("MiniLM (all-MiniLM-L6-v2) was fine-tuned on sentence pairs that include SNLI, MultiNLI and QQP: "
+            "keep that in mind for its entailment and paraphrase results.")
+
+
+def fmt_cell(values: list[float]) -> str:
+    if not values:
+        return DASH
+    mean = sum(values) / len(values) * SCALE
+    if len(values) == 1:
+        return f"{mean:.2f} (1)"
+    return f"{mean:.2f} ± {pd.Series(values).std() * SCALE:.2f} ({len(values)})"
+
+
+def regime_text(label: str, n_train) -> str:
+    if label.startswith("n") and label[1:].isdigit():
+        return f"n={int(label[1:]):,}"
+    return f"{label} ({int(n_train):,})" if n_train == n_train and n_train is not None else label
+
+
+def load_paper(paper_dir: Path) -> pd.DataFrame:
+    path = Path(paper_dir) / "results.csv"
+    if not path.exists():
+        return pd.DataFrame(columns=["model", "task", "n_train", "arm", "metric", "statistic", "value", "tag",
+                                     "kind", "source", "regime"])
+    return pd.read_csv(path, dtype={"n_train": "Int64", "seed": "Int64"}, keep_default_na=False,
+                       na_values={"n_train": [""], "seed": [""], "value": [""]})
+
+
+def paper_match(paper: pd.DataFrame, model, task, n_train, arm, metric) -> tuple[float, str] | None:
+    hits = paper[(paper["model"] == model) & (paper["task"] == task) & (paper["arm"] == arm)
+                 & (paper["metric"] == metric) & (paper["statistic"] == "final")]
+    hits = hits[hits["n_train"].astype("float") == float(n_train)]
+    if hits.empty:
+        return None
+    row = hits.sort_values(["tag", "value"]).iloc[0]
+    return float(row["value"]), str(row["tag"])
+
+
+def _row_blocks(ok: pd.DataFrame):
+    """(row key dict, runs of that row) in the paper's order."""
+    keys = sort_runs(ok[ROW].drop_duplicates(), ["model", "task", "regime_label", "variant"])
+    for _, key in keys.iterrows():
+        mask = (ok[ROW] == key.values).all(axis=1)
+        yield key.to_dict(), ok[mask]
+
+
+def _arms(ok: pd.DataFrame) -> list[str]:
+    return sorted(ok["arm"].unique(), key=lambda a: order_key(a, ARMS))
+
+
+def _label_row(key: dict, runs: pd.DataFrame, show_variant: bool) -> list[str]:
+    metric = "/".join(sorted(runs["metric"].unique()))
+    cells = [key["model"], key["task"], regime_text(key["regime_label"], runs["n_train"].min()),
+             METRIC_NAMES.get(metric, metric)]
+    return cells + ([key["variant"]] if show_variant else [])
+
+
+def _values(runs: pd.DataFrame, arm: str) -> list[float]:
+    picked = runs[runs["arm"] == arm].sort_values("seed")
+    return [float(v) for v in picked["value"]]
+
+
+def main_table(experiment: str, ok: pd.DataFrame, paper: pd.DataFrame):
+    arms = _arms(ok)
+    show_variant = ok.groupby(["model", "task", "regime_label"])["variant"].nunique().max() > 1
+    rows, data, tags = [], [], set()
+    # A paper column beside an arm in the paper's tables (— says "unknown"), elsewhere only where one matches.
+    with_paper = {a for a in arms if experiment.startswith("table") or any(
+        paper_match(paper, k["model"], k["task"], r["n_train"].min(), a, r["metric"].iloc[0])
+        for k, r in _row_blocks(ok))}
+    for key, runs in _row_blocks(ok):
+        cells = _label_row(key, runs, show_variant)
+        for arm in arms:
+            values = _values(runs, arm)
+            cells.append(fmt_cell(values))
+            hit = paper_match(paper, key["model"], key["task"], runs["n_train"].min(), arm, runs["metric"].iloc[0])
+            if arm in with_paper:
+                cells.append(f"{hit[0]:.2f} [{hit[1]}]" if hit else DASH)
+                tags |= {hit[1]} if hit else set()
+            data.append({**key, "n_train": runs["n_train"].min(), "metric": runs["metric"].iloc[0], "arm": arm,
+                         "mean": _mean(values), "std": pd.Series(values).std() if len(values) > 1 else math.nan,
+                         "n": len(values), "seeds": " ".join(str(s) for s in sorted(runs[runs["arm"] == arm]["seed"])),
+                         "trainable_params": _median(runs[runs["arm"] == arm]["trainable_params"]),
+                         "paper": hit[0] if hit else math.nan, "paper_tag": hit[1] if hit else ""})
+        rows.append(cells)
+    columns = ["model", "task", "regime", "metric"] + (["setting"] if show_variant else [])
+    for arm in arms:
+        columns += [arm_name(arm)] + ([f"{arm_name(arm)} paper"] if arm in with_paper else [])
+    notes = [CELL_NOTE] + ([PAPER_NOTE] if with_paper else []) + _tag_notes(paper, tags)
+    if show_variant:
+        notes.append("setting: runs of one row that differ in model / task / regime / trainer settings are kept "
+                     "apart; the hash identifies the setting (beft.results.variant_of).")
+    return columns, rows, pd.DataFrame(data), notes
+
+
+def table2(ok: pd.DataFrame, paper: pd.DataFrame):
+    """One row per method, with its trainable parameters, like the paper's Table 2."""
+    rows, data, tags = [], [], set()
+    for key, runs in _row_blocks(ok):
+        for arm in _arms(runs):
+            picked = runs[runs["arm"] == arm]
+            params, total = _median(picked["trainable_params"]), _median(picked["total_params"])
+            hit = paper_match(paper, key["model"], key["task"], picked["n_train"].min(), arm, picked["metric"].iloc[0])
+            tags |= {hit[1]} if hit else set()
+            values = _values(runs, arm)
+            rows.append(_label_row(key, runs, False)[:3] + [
+                arm_name(arm), f"{params:,}" if params else DASH,
+                f"{100 * params / total:.4f}" if params and total else DASH, fmt_cell(values),
+                f"{hit[0]:.2f} [{hit[1]}]" if hit else DASH])
+            data.append({**key, "arm": arm, "trainable_params": params, "total_params": total,
+                         "mean": _mean(values), "n": len(values), "paper": hit[0] if hit else math.nan})
+    columns = ["model", "task", "regime", "method", "trainable params", "% of model", "score", "paper"]
+    notes = [CELL_NOTE, PAPER_NOTE, "Trainable parameters include the task head (BERT: classifier + pooler bias)."]
+    return columns, rows, pd.DataFrame(data), notes + _tag_notes(paper, tags)
+
+
+def comparisons(arms: list[str]) -> list[tuple[str, str]]:
+    """Which arms to compare pairwise: b_v against every other arm; each selection method against random and
+    against b_v."""
+    pairs = [("fixed-v", a) for a in arms if a != "fixed-v" and a not in SELECTION_METHODS] if "fixed-v" in arms else []
+    for method in (m for m in arms if m in SELECTION_METHODS and m != "random"):
+        pairs += [(method, ref) for ref in ("random", "fixed-v") if ref in arms]
+    return pairs
+
+
+def paired_table(ok: pd.DataFrame):
+    rows, data = [], []
+    for key, runs in _row_blocks(ok):
+        for a, b in comparisons(_arms(runs)):
+            left, right = (runs[runs["arm"] == x].set_index("seed")["value"] for x in (a, b))
+            seeds = sorted(set(left.index) & set(right.index))
+            if not seeds:
+                continue
+            result = stats.paired([left[s] for s in seeds], [right[s] for s in seeds])
+            ci = (DASH if math.isnan(result["ci_low"])
+                  else f"[{result['ci_low'] * SCALE:+.2f}, {result['ci_high'] * SCALE:+.2f}]")
+            rows.append(_label_row(key, runs, False)[:3] + [
+                f"{arm_name(a)} − {arm_name(b)}", str(result["n"]), f"{result['diff'] * SCALE:+.2f}", ci,
+                f"{result['wins']}–{result['ties']}–{result['losses']}", f"{result['p']:.3f}"])
+            data.append({**key, "a": a, "b": b, "seeds": " ".join(map(str, seeds)), **result})
+    columns = ["model", "task", "regime", "difference", "n", "Δ (×100)", "95% bootstrap CI", "wins–ties–losses",
+               "sign-flip p"]
+    return columns, rows, pd.DataFrame(data)
+
+
+PAIRED_NOTE = ("Paired over the seeds both arms have (same data subset, same head initialisation). Δ: mean "
+               "difference; CI: percentile bootstrap over seeds (optimistic for few seeds); wins–ties–losses: "
+               "seeds where the first arm scored higher / equal / lower; sign-flip p: exact two-sided "
+               "permutation test. With n seeds the smallest possible p is 2/2^n (0.25 for 3 seeds, 0.0625 for 5): "
+               "three seeds cannot establish a difference, and most differences under a point are noise.")
+
+
+def selection_table(ok: pd.DataFrame):
+    """Per selection method: the types it picked over seeds, its score, and its cost against the best single
+    fixed type of the same seed (regret), where fixed runs exist."""
+    rows, data = [], []
+    for key, runs in _row_blocks(ok):
+        fixed = runs[runs["arm"].isin([f"fixed-{t}" for t in TYPES])]
+        best = fixed.groupby("seed")["value"].max() if fixed["arm"].nunique() >= 2 else pd.Series(dtype=float)
+        best_arm = (fixed.sort_values(["seed", "value", "arm"], ascending=[True, False, True])
+                    .drop_duplicates("seed").set_index("seed")["arm"]) if len(best) else pd.Series(dtype=str)
+        for method in [a for a in _arms(runs) if a in SELECTION_METHODS]:
+            mine = runs[runs["arm"] == method].set_index("seed")
+            picks = mine["chosen"].fillna("?").value_counts()
+            picked = ", ".join(f"{_types_text(t)} ×{c}" for t, c in sorted(picks.items(), key=lambda x: (-x[1], x[0])))
+            seeds = sorted(set(mine.index) & set(best.index))
+            regret = [best[s] - mine.loc[s, "value"] for s in seeds]
+            hits = sum(f"fixed-{mine.loc[s, 'chosen']}" == best_arm[s] for s in seeds)
+            rows.append(_label_row(key, runs, False)[:3] + [
+                arm_name(method), picked, fmt_cell([float(v) for v in mine.sort_index()["value"]]),
+                f"{hits}/{len(seeds)}" if seeds else DASH,
+                f"{_mean(regret) * SCALE:.2f}" if seeds else DASH])
+            data.append({**key, "method": method, "picked": picked, "mean": _mean(list(mine["value"])),
+                         "n": len(mine), "best_type_hits": hits, "n_compared": len(seeds),
+                         "regret": _mean(regret)})
+    columns = ["model", "task", "regime", "method", "picked (seeds)", "score", "picked the best fixed type",
+               "regret (×100)"]
+    return columns, rows, pd.DataFrame(data)
+
+
+SELECTION_NOTE = ("picked the best fixed type: seeds where the chosen type is the one whose fixed run "
+                  "(b_v, b_q, b_k, ... alone, same seed) scored highest; regret: best fixed-type score of the seed "
+                  "minus the method's score, mean over those seeds (0: as good as the best trained type; negative: "
+                  "the method's pick, a type not trained alone, beat them all).")
+
+
+def fig1_scores(store: Store, paper_dir: Path):
+    """The notebook's Fig. 1 averages (results/paper/fig1_scores.csv) beside our type scores."""
+    path = Path(paper_dir) / "fig1_scores.csv"
+    if not path.exists():
+        return None
+    ref = pd.read_csv(path)
+    runs = store.runs
+    rows, data = [], []
+    for (model, task, n_train, method), block in ref.groupby(["model", "task", "n_train", "method"], sort=True):
+        ours = runs[(runs["status"] == "ok") & (runs["model"] == model) & (runs["task"] == task)
+                    & (runs["n_train"] == n_train) & (runs["arm"] == method)] if not runs.empty else runs
+        scores = [store.records[p]["selection"]["type_scores"] for p in sorted(ours["path"])] if len(ours) else []
+        for _, r in block.sort_values("avg_score", ascending=False, kind="stable").iterrows():
+            mine = [s[r["type"]] for s in scores if s.get(r["type"]) is not None]
+            text = DASH if not mine else (f"{_mean(mine):.3f}" + (f" ± {pd.Series(mine).std():.3f}" if len(mine) > 1 else "")
+                                         + f" ({len(mine)})")
+            rows.append([model, task, f"{n_train:,}", method, PAPER_LABELS[r["type"]],
+                         f"{r['avg_score']:.3f} [{r['tag']}]", text])
+            data.append({"model": model, "task": task, "n_train": n_train, "method": method, "type": r["type"],
+                         "paper": r["avg_score"], "ours_mean": _mean(mine), "ours_n": len(mine)})
+    columns = ["model", "task", "n_train", "score", "bias", "paper (Avg.)", "ours (mean over seeds)"]
+    notes = ["The Avg. column of the heat maps in the authors' notebook (PAPER.md §A.5, seed 0) beside our type "
+             "scores (mean over layers) for runs of the same model, task and training size, any experiment.",
+             *sorted({f"[{t}] {s}" for t, s in zip(ref["tag"], ref["source"])})]
+    return columns, rows, pd.DataFrame(data), notes
+
+
+def unplaced_notes(paper: pd.DataFrame, tasks: set[str]) -> list[str]:
+    """Third-party numbers whose model or method is unknown: listed beside tables with their task, never placed."""
+    loose = paper[((paper["model"] == "unknown") | (paper["arm"] == "unknown")) & paper["task"].isin(tasks)]
+    return [f"Unplaced, unverified [{r.tag}]: {r.task}{' ' + r.regime if r.regime else ''} {r.metric} {r.value:g} "
+            f"({r.source})" for r in loose.sort_values(["task", "value"]).itertuples()]
+
+
+def _tag_notes(paper: pd.DataFrame, tags: set[str]) -> list[str]:
+    """One line per source tag used in a table: the tag and its source."""
+    return [f"[{t}] " + sorted(paper.loc[paper["tag"] == t, "source"])[0] for t in sorted(tags)]
+
+
+def _types_text(chosen: str) -> str:
+    return "+".join(PAPER_LABELS.get(t, t) for t in str(chosen).split("+"))
+
+
+def _mean(values) -> float:
+    values = [float(v) for v in values]
+    return sum(values) / len(values) if values else math.nan
+
+
+def _median(series: pd.Series) -> int | None:
+    series = series.dropna()
+    return int(series.median()) if len(series) else None

@@ -1,0 +1,43 @@
+"""`make tables`: results/runs/** -> results/tables/*.{md,csv,tex} and results/figures/*.png.
+
+    python scripts/make_tables.py                      # the committed results store
+    python scripts/make_tables.py --runs outputs/runs  # any folder of <experiment>/<run id>/result.json
+
+Corrupt or half-written records are skipped with a warning; failed runs are counted in summary.md.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from beft.report import make_tables  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=REPO / "results" / "runs", help="results store to read")
+    parser.add_argument("--paper", type=Path, default=REPO / "results" / "paper", help="known paper numbers")
+    parser.add_argument("--tables", type=Path, default=REPO / "results" / "tables", help="where tables go")
+    parser.add_argument("--figures", type=Path, default=REPO / "results" / "figures", help="where figures go")
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if not args.runs.is_dir():
+        print(f"error: no results store at {args.runs}; run a sweep first (python run.py -m experiment=smoke)",
+              file=sys.stderr)
+        return 2
+    report = make_tables(args.runs, args.paper, args.tables, args.figures, with_figures=not args.no_figures)
+    runs = report.store.runs
+    ok = int((runs["status"] == "ok").sum()) if not runs.empty else 0
+    print(f"{ok} ok and {len(runs) - ok} failed records, {len(report.store.skipped)} files skipped -> "
+          f"{len(report.tables)} table files in {args.tables}, {len(report.figures)} figures in {args.figures}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

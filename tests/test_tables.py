@@ -1,0 +1,161 @@
+"""`make tables` on synthetic records: aggregation, the paper's numbers and "—", paired statistics, corrupt
+and temp files, failed runs, determinism, and the figures."""
+import logging
+
+import numpy as np
+import pytest
+
+from beft import stats
+from beft.report import make_tables
+from beft.results import read_store
+from conftest import REPO
+from synthetic import realistic_store, record, write
+
+PAPER = REPO / "results" / "paper"
+
+
+def build(tmp_path, **kwargs):
+    return make_tables(tmp_path / "runs", PAPER, tmp_path / "tables", tmp_path / "figures", **kwargs)
+
+
+def table1_store(root):
+    for seed, (v, q, k) in enumerate([(0.85, 0.80, 0.78), (0.86, 0.82, 0.77), (0.84, 0.81, 0.79)]):
+        for arm, value in (("fixed-v", v), ("fixed-q", q), ("fixed-k", k)):
+            write(root, "table1", record("bert-base-cased", "sst2", arm, seed, value))
+            write(root, "table1", record("bert-base-cased", "rte", arm, seed, value - 0.25))
+
+
+def test_mean_std_n_and_the_papers_number_beside_ours(tmp_path):
+    table1_store(tmp_path / "runs")
+    build(tmp_path, with_figures=False)
+    md = (tmp_path / "tables" / "table1.md").read_text()
+    sst2 = next(line for line in md.splitlines() if "| sst2 |" in line)
+    rte = next(line for line in md.splitlines() if "| rte |" in line)
+    # b_v on SST-2: mean 85.00, std 1.00 over 3 seeds; the notebook's 85.78 beside it with its tag
+    assert "| 85.00 ± 1.00 (3) | 85.78 [NB] |" in sst2
+    assert "80.05 [NB]" in sst2 and "77.18 [NB]" in sst2
+    assert "| 60.00 ± 1.00 (3) | — |" in rte and "[NB]" not in rte  # no paper number for RTE: "—", never invented
+    assert "tutorial.ipynb" in md                                    # the source is named
+    assert "Unplaced, unverified [3P]: rte low accuracy 58.53" in md  # third-party: listed, not placed in a cell
+    header = md.splitlines()[2]
+    assert header.index("b_v") < header.index("b_q") < header.index("b_k")
+    csv = (tmp_path / "tables" / "table1.csv").read_text()
+    assert "fixed-v" in csv and "85.784" in csv
+    tex = (tmp_path / "tables" / "table1.tex").read_text()
+    assert r"$\mathbf{b}_{v}$" in tex and r"85.00 $\pm$ 1.00 (3)" in tex and "--" in tex
+
+
+def test_paired_comparison_says_how_sure_it_is(tmp_path):
+    table1_store(tmp_path / "runs")
+    build(tmp_path, with_figures=False)
+    paired = (tmp_path / "tables" / "table1_paired.md").read_text()
+    line = next(x for x in paired.splitlines() if "| sst2 |" in x and "b_v − b_q" in x)
+    # differences 5, 4, 3 points: mean +4.00, every seed a win, and 3 seeds give at best p = 2/8
+    assert "| 3 | +4.00 |" in line and "3–0–0" in line and "0.250" in line
+    assert "smallest possible p is 2/2^n" in paired
+
+
+def test_paired_statistics():
+    assert stats.sign_flip_p(np.array([1.0, 2.0, 3.0])) == pytest.approx(0.25)
+    assert stats.sign_flip_p(np.array([1.0, -1.0])) == pytest.approx(1.0)
+    assert stats.sign_flip_p(np.ones(5)) == pytest.approx(2 / 32)
+    result = stats.paired([0.9, 0.8, 0.7, 0.6], [0.8, 0.8, 0.75, 0.5])
+    assert (result["wins"], result["ties"], result["losses"]) == (2, 1, 1)
+    assert result["diff"] == pytest.approx(0.0375)
+    assert result["ci_low"] <= result["diff"] <= result["ci_high"]
+    assert stats.bootstrap_ci(np.array([0.02, 0.02, 0.02])) == pytest.approx((0.02, 0.02))
+    assert np.isnan(stats.paired([0.5], [0.4])["ci_low"])  # one pair: no interval
+
+
+def test_corrupt_and_temp_files_are_skipped_with_a_warning(tmp_path, caplog):
+    runs = tmp_path / "runs"
+    table1_store(runs)
+    torn = runs / "table1" / "torn-run" / "result.json"
+    torn.parent.mkdir()
+    torn.write_text('{"key": "abc", "status": "ok", "metr')
+    (runs / "table1" / "torn-run" / ".result.json.x1y2.tmp").write_text("{")  # a write that never finished
+    no_metrics = record("bert-base-cased", "sst2", "fixed-v", 7, 0.5)
+    del no_metrics["metrics"]
+    write(runs, "table1", no_metrics)
+    with caplog.at_level(logging.WARNING, logger="beft"):
+        report = build(tmp_path, with_figures=False)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "torn-run/result.json" in warned and "s7" in warned
+    assert ".tmp" not in warned                                   # temp files are never even read
+    assert len(report.store.skipped) == 2 and len(report.store.runs) == 18
+    summary = (tmp_path / "tables" / "summary.md").read_text()
+    assert "torn-run/result.json" in summary and "| table1 | 18 | 0 |" in summary
+
+
+def test_failed_runs_are_counted_not_tabled(tmp_path):
+    table1_store(tmp_path / "runs")
+    write(tmp_path / "runs", "table1", record("bert-base-cased", "sst2", "fixed-v", 3, 0.0, status="failed"))
+    build(tmp_path, with_figures=False)
+    assert "| 85.00 ± 1.00 (3) |" in (tmp_path / "tables" / "table1.md").read_text()  # still 3 seeds
+    summary = (tmp_path / "tables" / "summary.md").read_text()
+    assert "| table1 | 18 | 1 |" in summary and "synthetic failure" in summary
+
+
+def test_same_records_give_identical_tables(tmp_path):
+    realistic_store(tmp_path / "runs", seeds=(0, 1, 2), tasks=("sst2", "rte"))
+    table1_store(tmp_path / "runs")
+    first = make_tables(tmp_path / "runs", PAPER, tmp_path / "a", tmp_path / "fa", with_figures=False)
+    make_tables(tmp_path / "runs", PAPER, tmp_path / "b", tmp_path / "fb", with_figures=False)
+    names = sorted(p.name for p in first.tables)
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir() if not p.name.startswith("."))
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_selection_tables_and_figures(tmp_path):
+    realistic_store(tmp_path / "runs", seeds=(0, 1, 2), tasks=("sst2", "rte"), layers=4)
+    report = build(tmp_path)
+    names = {p.name for p in report.figures}
+    assert {"selection_heatmap_bert-base-cased_sst2_low.png", "selection_heatmap_bert-base-cased_rte_low.png",
+            "selection_bars_bert-base-cased.png", "selection_score_vs_accuracy.png",
+            "selection_agreement.png"} <= names
+    assert all(p.stat().st_size > 10_000 for p in report.figures)
+    selection = (tmp_path / "tables" / "selection_selection.md").read_text()
+    assert "beft (select) | b_v ×3" in selection          # the synthetic beft scores always rank b_v first
+    fig1 = (tmp_path / "tables" / "fig1_scores.md").read_text()
+    assert "0.350 [NB]" in fig1 and "(3)" in fig1       # the notebook's Avg. beside our mean over 3 seeds
+    # A second call replaces what the first wrote, and nothing else.
+    (tmp_path / "figures" / "mine.png").write_bytes(b"not generated")
+    make_tables(tmp_path / "runs2", PAPER, tmp_path / "tables", tmp_path / "figures")
+    assert [p.name for p in (tmp_path / "figures").glob("*.png")] == ["mine.png"]
+
+
+def test_table2_has_parameter_counts(tmp_path):
+    for seed in (0, 1):
+        write(tmp_path / "runs", "table2", record("bert-base-cased", "rte", "fixed-v", seed, 0.6, trainable=11522))
+        write(tmp_path / "runs", "table2", record("bert-base-cased", "rte", "full", seed, 0.65,
+                                                  trainable=108_311_810))
+    build(tmp_path, with_figures=False)
+    md = (tmp_path / "tables" / "table2.md").read_text()
+    assert "| b_v | 11,522 | 0.0106 | 60.00 ± 0.00 (2) | — |" in md
+    assert "| full FT | 108,311,810 | 100.0000 |" in md
+
+
+def test_runs_with_other_settings_are_kept_apart(tmp_path):
+    for seed in (0, 1):
+        write(tmp_path / "runs", "exp", record("minilm", "sst2", "fixed-v", seed, 0.8))
+        write(tmp_path / "runs", "exp", record("minilm", "sst2", "fixed-v", seed, 0.7, epochs=3))
+    build(tmp_path, with_figures=False)
+    md = (tmp_path / "tables" / "exp.md").read_text()
+    assert "setting" in md.splitlines()[2]
+    assert "80.00 ± 0.00 (2)" in md and "70.00 ± 0.00 (2)" in md  # two rows, never one mixed cell
+
+
+def test_arm_matches_the_run_id_label(make_cfg):
+    from omegaconf import OmegaConf
+
+    from beft.pipeline import method_label, run_id
+    from beft.record import record_key
+    from beft.results import arm_of
+
+    for overrides in (["method=fixed-v"], ["method=fixed", "method.terms=[q,v]"], ["method=rand_uniform-bitfit"],
+                      ["method=beft", "budget=types"], ["method=head"], ["regime.n=40", "method=bitfit"]):
+        cfg = make_cfg("model=tiny-bert", *overrides)
+        key = record_key(cfg)
+        rec = {"key": key, "run_id": run_id(cfg, key), "config": OmegaConf.to_container(cfg, resolve=True)}
+        assert arm_of(rec) == method_label(cfg), overrides
