@@ -39,14 +39,19 @@ def export_adapter(workload, result: Fit, out_dir: Path) -> dict:
 
     model, _ = workload.new_model()          # the pretrained values, and the model to attach the adapter to
     params, modules = dict(model.named_parameters()), dict(model.named_modules())
+    # A top-level module that is all head (BERT's classifier) is saved whole; a head bias inside the backbone
+    # (BERT's pooler bias) is a Linear bias like any other and becomes a BEFT target.
+    tops = {n.split(".")[0] for n in result.state if any(p.search(n) for p in head)}
+    whole = {t for t in tops if all(any(p.search(f"{t}.{n}") for p in head)
+                                    for n, _ in model.get_submodule(t).named_parameters())}
     targets, head_params = {}, {}
     for name, value in result.state.items():
-        if ".beft_bias." in name:            # an added bias: the adapter holds it as is
+        if name.split(".")[0] in whole:
+            head_params[name] = value
+        elif ".beft_bias." in name:          # an added bias: the adapter holds it as is
             targets[name.split(".beft_bias.")[0].removeprefix(PEFT_PREFIX)] = value.flatten()
         elif name.endswith(".bias") and isinstance(modules.get(name[:-5]), nn.Linear):
             targets[name[:-5]] = (value - params[name].detach().cpu()).flatten()
-        elif any(p.search(name) for p in head):
-            head_params[name] = value
         else:
             return {"written": False, "reason": f"the run trains {name}, which is not the bias of a Linear layer"}
     base = model.unload() if isinstance(model, PeftModel) else model
