@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -15,6 +16,15 @@ from beft.trainable import InertKeyBiases, Scope, apply_scope
 
 log = logging.getLogger("beft")
 STATE_LIMIT = 5_000_000  # keep the trained tensors of parameter-efficient scopes only (not full fine-tuning)
+# An all-bias training (= the selection methods' probe) also keeps its biases after these shares of its steps.
+# With a constant lr they are exactly what a probe shortened to that share reaches (the same batches, the same
+# updates), so `method.probe.fraction` 0.1 / 0.25 / 0.5 is free once the full probe exists.
+SNAPSHOT_FRACTIONS = (0.1, 0.25, 0.5)
+
+
+def snapshot_step(fraction: float, total_steps: int) -> int:
+    """The optimizer step a probe shortened to `fraction` of `total_steps` stops at."""
+    return max(1, math.ceil(fraction * total_steps))
 
 
 @dataclass
@@ -31,6 +41,7 @@ class Fit:
     notes: list[str] = field(default_factory=list)
     zero_gradient: dict = field(default_factory=dict)
     reused: bool = False
+    snapshots: dict = field(default_factory=dict)  # {step: state} at SNAPSHOT_FRACTIONS (all-bias trainings)
 
 
 def training_key(cfg, workload, scope: Scope, settings: TrainSettings) -> str:
@@ -74,8 +85,15 @@ def fit(cfg, workload, scope: Scope, settings: TrainSettings, cache: Cache, logg
             logger.log({**entry, **scores}, step=epoch)
         return scores
 
+    snapshots = {}
+    snapshot = scope.kind == "all_biases" and settings.schedule == "constant" and settings.max_steps is None
+
+    def on_step_end(step, total_steps):
+        if snapshot and step in {snapshot_step(f, total_steps) for f in SNAPSHOT_FRACTIONS}:
+            snapshots[step] = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
     if trainable:
-        run = train(model, workload, workload.train_set, settings, on_epoch_end=on_epoch_end)
+        run = train(model, workload, workload.train_set, settings, on_epoch_end=on_epoch_end, on_step_end=on_step_end)
     else:  # zero-shot, in-context learning: nothing can change, so evaluate once
         start = time.perf_counter()
         run = TrainLog(history=[{"epoch": 0, "train_loss": None, "seconds": 0.0}])
@@ -90,6 +108,7 @@ def fit(cfg, workload, scope: Scope, settings: TrainSettings, cache: Cache, logg
         inert_keys.remove()
     if sum(p.numel() for p in model.parameters() if p.requires_grad) <= STATE_LIMIT:  # what would be stored
         result.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+        result.snapshots = snapshots
     cache.put("fits", key, asdict(result))
     return result, model
 

@@ -46,11 +46,12 @@ def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=s.lr, eps=s.adam_eps, weight_decay=s.weight_decay)
 
 
-def train(model, workload, data, s: TrainSettings, on_epoch_end=None) -> TrainLog:
+def train(model, workload, data, s: TrainSettings, on_epoch_end=None, on_step_end=None) -> TrainLog:
     """Train the parameters that require grad.
 
     `on_epoch_end(epoch, entry, last)` may return metrics to add to the epoch's history entry; `last` is true for
-    the final epoch (also when `max_steps` ends training early).
+    the final epoch (also when `max_steps` ends training early). `on_step_end(step, total_steps)` runs after
+    every optimizer step.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, s)
@@ -80,6 +81,8 @@ def train(model, workload, data, s: TrainSettings, on_epoch_end=None) -> TrainLo
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 log.steps += 1
+                if on_step_end is not None:
+                    on_step_end(log.steps, total_steps)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
                 if log.steps >= total_steps:

@@ -177,3 +177,26 @@ def test_bad_budgets_and_probes(make_cfg, overrides, needle):
 def test_unknown_budget_on_the_command_line():
     with pytest.raises(BeftError, match="unknown budget 'all'; valid: one_type, params, types"):
         C.check_overrides(["budget=all"])
+
+
+def test_shortened_probe_from_the_full_probe_equals_a_shortened_training(make_cfg, tmp_path):
+    """A probe stopped at 25 % of its steps, trained on its own, and the full probe's snapshot at that step:
+    the same biases to the last bit (constant lr, same batches), so the snapshot is used when it exists."""
+    cfg = make_cfg("model=tiny-bert", "regime.n=64", "trainer.epochs=2", "method=magnitude",
+                   "method.probe.fraction=0.25")
+    workload = EncoderWorkload(cfg)
+    bias_map = workload.bias_map()
+    settings = C.train_settings(cfg, workload.device)
+    trained = run_probe(cfg, workload, bias_map, settings, Cache(str(tmp_path / "a")), bias_map.cells())
+    assert trained.fit.steps == 2 and not trained.fit.reused  # 8 steps in all (64 / 16 x 2 epochs)
+
+    full_cache = Cache(str(tmp_path / "b"))
+    full_cfg = make_cfg("model=tiny-bert", "regime.n=64", "trainer.epochs=2", "method=magnitude")
+    full = run_probe(full_cfg, workload, bias_map, settings, full_cache, bias_map.cells())
+    assert full.fit.steps == 8 and sorted(full.fit.snapshots) == [1, 2, 4]  # 10, 25, 50 % of 8 steps
+    snap = run_probe(cfg, workload, bias_map, settings, full_cache, bias_map.cells())
+    assert snap.fit.steps == 2 and snap.fit.reused and "full probe" in snap.fit.notes[0]
+    assert trained.fit.state.keys() == snap.fit.state.keys()
+    for name, value in trained.fit.state.items():
+        assert torch.equal(value, snap.fit.state[name]), name
+    assert not torch.equal(full.fit.state[bias_map.param_name((0, "v"))], snap.fit.state[bias_map.param_name((0, "v"))])

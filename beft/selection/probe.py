@@ -6,6 +6,7 @@ the same seed, and beft, magnitude and causal in one sweep share it. `method.pro
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, replace
@@ -15,9 +16,11 @@ import torch
 from beft.bias_map import BiasMap, Cell
 from beft.cache import Cache
 from beft.errors import BeftError
-from beft.fit import Fit, fit, restore
+from beft.fit import Fit, fit, restore, snapshot_step, training_key
 from beft.train import TrainSettings
 from beft.trainable import Scope
+
+log = logging.getLogger("beft")
 
 
 @dataclass
@@ -52,12 +55,28 @@ def probe_settings(method_cfg, settings: TrainSettings) -> TrainSettings:
 def run_probe(cfg, workload, bias_map: BiasMap, settings: TrainSettings, cache: Cache, cells) -> Probe:
     start = time.perf_counter()
     settings, fraction = probe_settings(cfg.method, settings)
+    result = model = None
     if fraction is not None and fraction < 1:
         steps_per_epoch = math.ceil(math.ceil(len(workload.train_set) / settings.batch_size) / settings.grad_accum)
-        settings = replace(settings, max_steps=max(1, math.ceil(fraction * steps_per_epoch * settings.epochs)))
-    result, model = fit(cfg, workload, Scope("all_biases"), settings, cache)
+        step = snapshot_step(fraction, steps_per_epoch * settings.epochs)
+        result = _from_full_probe(cfg, workload, settings, cache, step)
+        settings = replace(settings, max_steps=step)
+    if result is None:
+        result, model = fit(cfg, workload, Scope("all_biases"), settings, cache)
     start_model, _ = workload.new_model()
     pretrained = {n: p.detach().cpu().clone() for n, p in start_model.named_parameters() if n in result.state}
     b0 = {c: pretrained[bias_map.param_name(c)].double() for c in cells}
     bf = {c: result.state[bias_map.param_name(c)].double() for c in cells}
     return Probe(result, b0, bf, pretrained, time.perf_counter() - start, model)
+
+
+def _from_full_probe(cfg, workload, settings: TrainSettings, cache: Cache, step: int) -> Fit | None:
+    """The shortened probe as a snapshot of the full one, where that is cached and kept one at `step`."""
+    full = cache.get("fits", training_key(cfg, workload, Scope("all_biases"), settings))
+    if full is None or step not in (full.get("snapshots") or {}):
+        return None
+    result = Fit(**{**full, "state": full["snapshots"][step], "steps": step, "snapshots": {}, "reused": True,
+                    "history": [], "notes": [f"the full probe {full['key']} after {step} of its {full['steps']} "
+                                             "steps (constant lr: what a probe stopped there reaches)"]})
+    log.info("shortened probe: the full probe's biases after %d of %d steps", step, full["steps"])
+    return result
