@@ -101,19 +101,26 @@ def _load_pristine(model_cfg, num_labels: int, attn_implementation: str):
     head_kwargs = {"num_labels": num_labels}
     if num_labels == 1:
         head_kwargs["problem_type"] = "regression"
+    return load_weights(AutoModelForSequenceClassification, model_cfg, attn_implementation, config_kwargs=head_kwargs)
+
+
+def load_weights(auto_class, model_cfg, attn_implementation: str, config_kwargs=None, load_kwargs=None):
+    """(model, weights provenance) for a transformers Auto class: fixed random weights for a tiny config, else
+    the checkpoint (package, path or hub), with transformers' load report silenced and a one-line error."""
+    config_kwargs = config_kwargs or {}
     if model_cfg.get("tiny"):
-        config = _tiny_config(model_cfg, **head_kwargs)
+        config = _tiny_config(model_cfg, **config_kwargs)
         config._attn_implementation = attn_implementation
-        model = tiny_pretrained(lambda: AutoModelForSequenceClassification.from_config(config), model_cfg)
+        model = tiny_pretrained(lambda: auto_class.from_config(config), model_cfg)
         return model, {"kind": "tiny", "config": dict(model_cfg.tiny)}
     where = weights_location(model_cfg)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "classifier newly initialised" report is expected, not news
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            where["path"], revision=where.get("revision"), attn_implementation=attn_implementation,
-            **head_kwargs)
+        model = auto_class.from_pretrained(where["path"], revision=where.get("revision"),
+                                           attn_implementation=attn_implementation, **config_kwargs,
+                                           **(load_kwargs or {}))
     except OSError as err:
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise BeftError(f"could not load model {model_cfg.name!r} from {where['path']}{offline}: "

@@ -1,6 +1,7 @@
 """End-to-end runs on the real data: the record, determinism, the b_k fact, and training reuse."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,3 +98,23 @@ def test_weights_reused_in_process_are_never_mutated(make_cfg):
     other, _ = load_encoder(model_cfg, 2)
     assert not torch.equal(other.classifier.weight, second.classifier.weight)
     assert torch.equal(other.bert.pooler.dense.bias, second.bert.pooler.dense.bias)
+
+
+def test_dynamic_padding_gives_the_logits_of_max_length_padding(make_cfg):
+    """Per-batch padding (length-sorted) is a pure speed-up: the same logits as padding every example to 128."""
+    from beft.batching import Batcher, Encoded
+    from beft.evaluate import predict
+
+    cfg = make_cfg("model=minilm", "task=rte", "method=fixed-v")
+    workload = EncoderWorkload(cfg)
+    model, _ = workload.new_model()
+    model.eval()
+    data = workload.eval_sets["validation"]
+    data = Encoded(data.features[:48], data.labels[:48])
+    dynamic = Batcher(workload.tokenizer, 16, 128, pad_to_max_length=False)
+    padded = Batcher(workload.tokenizer, 16, 128, pad_to_max_length=True)
+    widths = {next(iter(dynamic.eval_batches(data)))[1]["input_ids"].shape[1],
+              next(iter(padded.eval_batches(data)))[1]["input_ids"].shape[1]}
+    assert 128 in widths and len(widths) == 2          # the two really pad differently
+    np.testing.assert_allclose(predict(model, dynamic, data, workload.device),
+                               predict(model, padded, data, workload.device), rtol=1e-4, atol=1e-5)

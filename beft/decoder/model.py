@@ -9,10 +9,9 @@ import os
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
-from transformers.utils import logging as hf_logging
 
 from beft.errors import BeftError
-from beft.models import _tiny_config, tiny_pretrained, weights_location
+from beft.models import _tiny_config, load_weights, weights_location
 from beft.trainable import ADAPTER_PARTS
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -39,24 +38,8 @@ def context_length(config) -> int:
 
 def load_causal_lm(model_cfg, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"):
     """(model, weights provenance). Tiny models get fixed random weights (`weights_seed`) with small biases."""
-    if model_cfg.get("tiny"):
-        config = model_config(model_cfg)
-        config._attn_implementation = attn_implementation
-        model = tiny_pretrained(lambda: AutoModelForCausalLM.from_config(config), model_cfg)
-        return model.to(dtype), {"kind": "tiny", "config": dict(model_cfg.tiny)}
-    where = weights_location(model_cfg)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        model = AutoModelForCausalLM.from_pretrained(where["path"], revision=where.get("revision"), dtype=dtype,
-                                                     attn_implementation=attn_implementation)
-    except OSError as err:
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise BeftError(f"could not load model {model_cfg.name!r} from {where['path']}{offline}: "
-                        f"{str(err).splitlines()[0]}") from err
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    return model, where
+    model, source = load_weights(AutoModelForCausalLM, model_cfg, attn_implementation, load_kwargs={"dtype": dtype})
+    return (model.to(dtype) if model_cfg.get("tiny") else model), source
 
 
 def skeleton(model_cfg):
