@@ -67,8 +67,9 @@ def main() -> None:
                 results.append({"task": task, "seed": seed, "fraction": fraction, "steps": short["steps"],
                                 "full_steps": full["steps"], "top": short["top"], "full_top": full["top"]})
                 print(json.dumps(results[-1]), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "results": results}, indent=2) + "\n")
+                # after every case, so an interrupted study keeps what it measured (probes are cached: rerun to go on)
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps({"model": args.model, "results": results}, indent=2) + "\n")
     print(table(results, args.fractions))
 
 
