@@ -6,6 +6,7 @@ trainings, so the full probes are shared with the `bitfit` runs of the same seed
 
     python scripts/probe_agreement.py                      # minilm, sst2 rte cola, seeds 0-2
     python scripts/probe_agreement.py --tasks sst2 --seeds 0 --fractions 0.1
+    python scripts/probe_agreement.py --report             # only print the tables of the saved results
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +57,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5])
     parser.add_argument("--out", default=str(REPO / "results" / "probe_agreement.json"))
+    parser.add_argument("--report", action="store_true", help="print the tables of --out; compute nothing")
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads(Path(args.out).read_text())["results"]
+        print(table(saved, sorted({r["fraction"] for r in saved})))
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     results = []
@@ -74,16 +81,24 @@ def main() -> None:
 
 
 def table(results: list[dict], fractions) -> str:
-    """Agreement with the full probe's top type: matches out of task x seed cases, per method and fraction."""
-    lines = ["| method | " + " | ".join(f"{int(100 * f)} % of the probe" for f in fractions) + " |",
-             "|---|" + "---:|" * len(fractions)]
+    """Agreement with the full probe's top type (matches out of seeds), per method, task and fraction, with the
+    full probe's top type and, where a shortened probe disagrees, what it picked instead."""
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    lines = ["| method | task | " + " | ".join(f"{round(100 * f)} % of the probe" for f in fractions)
+             + " | full probe's top type (seeds) |", "|---|---|" + "---:|" * len(fractions) + "---|"]
     for method in METHODS:
-        cells = []
-        for f in fractions:
-            rows = [r for r in results if r["fraction"] == f]
-            hits = sum(r["top"][method] == r["full_top"][method] for r in rows)
-            cells.append(f"{hits}/{len(rows)}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        for task in tasks + ["all"]:
+            cells = []
+            for f in fractions:
+                rows = [r for r in results if r["fraction"] == f and task in (r["task"], "all")]
+                hits = sum(r["top"][method] == r["full_top"][method] for r in rows)
+                misses = Counter(r["top"][method] for r in rows if r["top"][method] != r["full_top"][method])
+                cells.append(f"{hits}/{len(rows)}" + (" (" + ", ".join(misses) + ")" if misses else ""))
+            full = Counter(r["full_top"][method] for r in results
+                           if r["fraction"] == fractions[0] and task in (r["task"], "all"))
+            tops = ", ".join(f"{t} ×{n}" for t, n in full.most_common())
+            name = f"**{task}**" if task == "all" else task
+            lines.append(f"| {method} | {name} | " + " | ".join(cells) + f" | {tops} |")
     return "\n".join(lines)
 
 
