@@ -7,6 +7,7 @@ trainings, so the full probes are shared with the `bitfit` runs of the same seed
     python scripts/probe_agreement.py                      # minilm, sst2 rte cola, seeds 0-2
     python scripts/probe_agreement.py --tasks sst2 --seeds 0 --fractions 0.1
     python scripts/probe_agreement.py --report             # only print the tables of the saved results
+An interrupted study goes on from the cases saved in --out (`--fresh` recomputes them).
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5])
     parser.add_argument("--out", default=str(REPO / "results" / "probe_agreement.json"))
     parser.add_argument("--report", action="store_true", help="print the tables of --out; compute nothing")
+    parser.add_argument("--fresh", action="store_true", help="recompute the cases already saved in --out")
     args = parser.parse_args()
     if args.report:
         saved = json.loads(Path(args.out).read_text())["results"]
@@ -65,11 +67,20 @@ def main() -> None:
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    results = []
+    saved = Path(args.out)
+    previous = {} if args.fresh or not saved.exists() else json.loads(saved.read_text())
+    if previous and previous["model"] != args.model:
+        sys.exit(f"{saved} holds a study of model {previous['model']!r}, not {args.model!r}: "
+                 f"pass --fresh or another --out")
+    results = previous.get("results", [])
+    done = {(r["task"], r["seed"], r["fraction"]) for r in results}
     for task in args.tasks:
         for seed in args.seeds:
+            todo = [f for f in args.fractions if (task, seed, f) not in done]
+            if not todo:
+                continue
             full = top_types(args.model, task, seed, None)
-            for fraction in args.fractions:
+            for fraction in todo:
                 short = top_types(args.model, task, seed, fraction)
                 results.append({"task": task, "seed": seed, "fraction": fraction, "steps": short["steps"],
                                 "full_steps": full["steps"], "top": short["top"], "full_top": full["top"]})
