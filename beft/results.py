@@ -72,17 +72,14 @@ def arm_of(record: dict) -> str:
 
 
 def variant_of(config: dict) -> str:
-    """Short hash of what changes numbers besides the method and the seed (model, task, regime, trainer):
-    runs in one table cell must share it, or the table shows them apart."""
-    from beft.record import KEY_IGNORED
+    """Short hash of what changes numbers besides the method and the seed (model, task, regime, trainer), by the
+    record key's own rules (so a field the key ignores, like an encoder task's prompted form, never splits a
+    cell): runs in one table cell must share it, or the table shows them apart."""
+    from beft.record import key_fields
 
-    fields = {}
-    for section in ("model", "task", "regime", "trainer"):
-        value = config.get(section)
-        if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k not in KEY_IGNORED.get(section, ())}
-        fields[section] = value
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    fields = key_fields(config)
+    setting = {section: fields[section] for section in ("model", "task", "regime", "trainer")}
+    return hashlib.sha256(json.dumps(setting, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
 def _row(record: dict, experiment: str, path: Path) -> dict:

@@ -146,6 +146,21 @@ def test_runs_with_other_settings_are_kept_apart(tmp_path):
     assert "80.00 ± 0.00 (2)" in md and "70.00 ± 0.00 (2)" in md  # two rows, never one mixed cell
 
 
+def test_fields_the_key_ignores_never_split_a_cell(tmp_path):
+    """An encoder record written before task configs had a prompted form (task.decoder), or on another device,
+    is the same setting: one cell, not two rows."""
+    for seed in (0, 1):
+        old = record("minilm", "sst2", "fixed-v", seed, 0.8)
+        new = record("minilm", "sst2", "fixed-v", seed + 2, 0.7)
+        new["config"]["task"]["decoder"] = {"template": "sst2", "lr": 1e-3}
+        new["config"]["trainer"]["device"] = "cuda"
+        write(tmp_path / "runs", "exp", old)
+        write(tmp_path / "runs", "exp", new)
+    build(tmp_path, with_figures=False)
+    md = (tmp_path / "tables" / "exp.md").read_text()
+    assert "75.00 ± 5.77 (4)" in md and "setting" not in md.splitlines()[2]
+
+
 def test_arm_matches_the_run_id_label(make_cfg):
     from omegaconf import OmegaConf
 
