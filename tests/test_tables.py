@@ -125,6 +125,25 @@ def test_selection_tables_and_figures(tmp_path):
     assert [p.name for p in (tmp_path / "figures").glob("*.png")] == ["mine.png"]
 
 
+def test_a_pick_is_judged_against_every_type_measured_for_its_seed(tmp_path):
+    """fisher's pick (ln2) was never trained as a fixed run, but its own run measures it: it beats b_v / b_q /
+    b_k, so fisher picked the best type and beft (b_v) did not."""
+    from beft.bias_map import TYPES
+
+    def top(kind):
+        return {t: [1.0 if t == kind else 0.1] * 4 for t in TYPES}
+
+    for seed in (0, 1):
+        for arm, value in (("fixed-v", 0.80), ("fixed-q", 0.70), ("fixed-k", 0.60)):
+            write(tmp_path / "runs", "exp", record("minilm", "sst2", arm, seed, value))
+        write(tmp_path / "runs", "exp", record("minilm", "sst2", "beft", seed, 0.80, scores=top("v"), layers=4))
+        write(tmp_path / "runs", "exp", record("minilm", "sst2", "fisher", seed, 0.85, scores=top("ln2"), layers=4))
+    build(tmp_path, with_figures=False)
+    md = (tmp_path / "tables" / "exp_selection.md").read_text()
+    assert "| beft (select) | b_v ×2 | 80.00 ± 0.00 (2) | 0/2 | 0.00 |" in md
+    assert "| fisher (select) | b_LN2 ×2 | 85.00 ± 0.00 (2) | 2/2 | -5.00 |" in md
+
+
 def test_table2_has_parameter_counts(tmp_path):
     for seed in (0, 1):
         write(tmp_path / "runs", "table2", record("bert-base-cased", "rte", "fixed-v", seed, 0.6, trainable=11522))
