@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from beft.bias_map import TEX_LABELS, TYPES  # noqa: E402
-from beft.results import FIXED_ORDER, SELECTION_METHODS, Store, order_key, sort_runs  # noqa: E402
+from beft.results import FIXED_ORDER, SELECTION_METHODS, Store, fixed_type, order_key, sort_runs  # noqa: E402
 
 TASK_NAMES = {"cola": "CoLA", "mnli": "MNLI", "mrpc": "MRPC", "qnli": "QNLI", "qqp": "QQP", "rte": "RTE",
               "sst2": "SST-2", "stsb": "STS-B", "cb": "CB", "wic": "WiC", "boolq": "BoolQ", "copa": "COPA",
@@ -161,8 +161,7 @@ def _units(ok: pd.DataFrame, store: Store):
     """Per (model, task, regime, seed): {type: fixed score} and {method: selection record}."""
     keys = ["model", "task", "regime_label", "seed"]
     for key, block in ok.groupby(keys, sort=True):
-        fixed = {a[len("fixed-"):]: float(v) for a, v in zip(block["arm"], block["value"])
-                 if a.startswith("fixed-") and a[len("fixed-"):] in TYPES}
+        fixed = {fixed_type(a): float(v) for a, v in zip(block["arm"], block["value"]) if fixed_type(a)}
         chosen = {a: store.records[p]["selection"] for a, p in zip(block["arm"], block["path"])
                   if a in SELECTION_METHODS and (store.records[p].get("selection") or {}).get("type_scores")}
         yield dict(zip(keys, key)), fixed, chosen

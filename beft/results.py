@@ -42,6 +42,12 @@ def order_key(value, order: list[str]):
     return (order.index(value), "") if value in order else (len(order), str(value))
 
 
+def fixed_type(arm: str) -> str | None:
+    """The bias type a `fixed-<t>` arm trains alone in every layer; None for any other arm (combinations too)."""
+    kind = arm[len("fixed-"):] if arm.startswith("fixed-") else None
+    return kind if kind in TYPES else None
+
+
 def arm_name(arm: str) -> str:
     if arm.startswith("fixed-") and "+" in arm:
         return "+".join(PAPER_LABELS.get(t, t) for t in arm[len("fixed-"):].split("+"))

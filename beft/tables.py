@@ -15,7 +15,7 @@ import pandas as pd
 
 from beft import stats, table_io
 from beft.bias_map import PAPER_LABELS, TYPES
-from beft.results import ARMS, SELECTION_METHODS, Store, arm_name, order_key, sort_runs
+from beft.results import ARMS, SELECTION_METHODS, Store, arm_name, fixed_type, order_key, sort_runs
 from beft.table_io import DASH
 
 SCALE = 100.0   # metrics are stored as fractions (accuracy, F1, MCC, correlations); tables show ×100
@@ -194,13 +194,11 @@ def measured_types(runs: pd.DataFrame) -> dict[int, dict[str, float]]:
     or by a one-type selection run (whose pick, say ln2 or fc1, is then measured too)."""
     out: dict[int, dict[str, float]] = {}
     for row in runs.itertuples():
-        if row.arm.startswith("fixed-") and row.arm[len("fixed-"):] in TYPES:
-            kind = row.arm[len("fixed-"):]
-        elif row.arm in SELECTION_METHODS and isinstance(row.chosen, str) and row.chosen in TYPES:
+        kind = fixed_type(row.arm)
+        if kind is None and row.arm in SELECTION_METHODS and row.chosen in TYPES:
             kind = row.chosen
-        else:
-            continue
-        out.setdefault(int(row.seed), {})[kind] = float(row.value)
+        if kind is not None:
+            out.setdefault(int(row.seed), {})[kind] = float(row.value)
     return out
 
 
