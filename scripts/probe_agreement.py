@@ -61,16 +61,16 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="print the tables of --out; compute nothing")
     parser.add_argument("--fresh", action="store_true", help="recompute the cases already saved in --out")
     args = parser.parse_args()
+    out = Path(args.out)
     if args.report:
-        saved = json.loads(Path(args.out).read_text())["results"]
+        saved = json.loads(out.read_text())["results"]
         print(table(saved, sorted({r["fraction"] for r in saved})))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    saved = Path(args.out)
-    previous = {} if args.fresh or not saved.exists() else json.loads(saved.read_text())
+    previous = {} if args.fresh or not out.exists() else json.loads(out.read_text())
     if previous and previous["model"] != args.model:
-        sys.exit(f"{saved} holds a study of model {previous['model']!r}, not {args.model!r}: "
+        sys.exit(f"{out} holds a study of model {previous['model']!r}, not {args.model!r}: "
                  f"pass --fresh or another --out")
     results = previous.get("results", [])
     done = {(r["task"], r["seed"], r["fraction"]) for r in results}
@@ -86,8 +86,8 @@ def main() -> None:
                                 "full_steps": full["steps"], "top": short["top"], "full_top": full["top"]})
                 print(json.dumps(results[-1]), flush=True)
                 # after every case, so an interrupted study keeps what it measured (probes are cached: rerun to go on)
-                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.out).write_text(json.dumps({"model": args.model, "results": results}, indent=2) + "\n")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps({"model": args.model, "results": results}, indent=2) + "\n")
     print(table(results, args.fractions))
 
 
