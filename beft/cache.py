@@ -3,16 +3,23 @@
 The probe of the selection methods is the BitFit run of the same seed, and a selection method that picks b_v
 trains exactly what `method=fixed method.terms=[v]` trains: both are looked up here by a key over everything
 that determines the training (model, data, seed, schedule, and the set of trained parameters).
+Jobs running side by side (joblib, several processes, SLURM jobs on a shared disk) take a per-key lock around
+"look up, else train and store", so the second job asking for a training waits for the first and reuses it.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger("beft")
 
 
 def digest(obj) -> str:
@@ -33,6 +40,25 @@ class Cache:
             return torch.load(self._path(kind, key), map_location="cpu", weights_only=False)
         except Exception:  # a torn or foreign file is a miss, never a crash
             return None
+
+    @contextlib.contextmanager
+    def claim(self, kind: str, key: str):
+        """Hold `key`'s lock for the block: one job at a time computes a missing entry (no-op without a root)."""
+        if self.root is None:
+            yield
+            return
+        lock = self._path(kind, key).with_suffix(".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("another job is computing %s %s; waiting to reuse it", kind, key)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def put(self, kind: str, key: str, value) -> None:
         if self.root is None:

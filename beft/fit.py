@@ -55,16 +55,26 @@ def training_key(cfg, workload, scope: Scope, settings: TrainSettings) -> str:
 def fit(cfg, workload, scope: Scope, settings: TrainSettings, cache: Cache, logger=None) -> tuple[Fit, object]:
     """Returns (Fit, trained model); the model is None when the training was reused from the cache."""
     key = training_key(cfg, workload, scope, settings)
-    cached = cache.get("fits", key)
-    if cached is not None:
-        result = Fit(**cached)
-        result.reused = True
-        log.info("reusing an identical training (%s, %d steps) from the cache", scope.describe(), result.steps)
-        for entry in result.history:
-            if logger is not None:
-                logger.log(entry, step=entry["epoch"])
-        return result, None
+    with cache.claim("fits", key):  # a job asking for a training another job is running waits, then reuses it
+        cached = cache.get("fits", key)
+        if cached is not None:
+            return _reuse(cached, scope, logger), None
+        result, model = _train(cfg, workload, scope, settings, key, logger)
+        cache.put("fits", key, asdict(result))
+    return result, model
 
+
+def _reuse(cached: dict, scope: Scope, logger) -> Fit:
+    result = Fit(**cached)
+    result.reused = True
+    log.info("reusing an identical training (%s, %d steps) from the cache", scope.describe(), result.steps)
+    for entry in result.history:
+        if logger is not None:
+            logger.log(entry, step=entry["epoch"])
+    return result
+
+
+def _train(cfg, workload, scope: Scope, settings: TrainSettings, key: str, logger) -> tuple[Fit, object]:
     model, source = workload.new_model()
     bias_map = BiasMap(model)
     trainable = apply_scope(model, bias_map, scope)
@@ -109,7 +119,6 @@ def fit(cfg, workload, scope: Scope, settings: TrainSettings, cache: Cache, logg
     if sum(p.numel() for p in model.parameters() if p.requires_grad) <= STATE_LIMIT:  # what would be stored
         result.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
         result.snapshots = snapshots
-    cache.put("fits", key, asdict(result))
     return result, model
 
 

@@ -118,3 +118,35 @@ def test_dynamic_padding_gives_the_logits_of_max_length_padding(make_cfg):
     assert 128 in widths and len(widths) == 2          # the two really pad differently
     np.testing.assert_allclose(predict(model, dynamic, data, workload.device),
                                predict(model, padded, data, workload.device), rtol=1e-4, atol=1e-5)
+
+
+def test_a_training_asked_for_by_two_jobs_at_once_runs_once(make_cfg, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import beft.fit as fit_module
+
+    cfg = make_cfg("model=tiny-bert", "task=sst2", *FIXED)
+    workload = EncoderWorkload(cfg)
+    scope = Scope("targets", workload.bias_map().cells(["v"]))
+    trainings, real_train = [], fit_module._train
+
+    def slow_train(*args):  # holds the training open long enough for the other job to ask for it meanwhile
+        trainings.append(threading.get_ident())
+        time.sleep(0.5)
+        return real_train(*args)
+
+    monkeypatch.setattr(fit_module, "_train", slow_train)
+    results = []
+
+    def job():  # each job opens the cache on its own, as separate processes do
+        results.append(fit(cfg, workload, scope, C.train_settings(cfg, workload.device), Cache(tmp_path / "c"))[0])
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(trainings) == 1
+    assert sorted(r.reused for r in results) == [False, True]
+    assert results[0].history == results[1].history
