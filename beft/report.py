@@ -77,11 +77,17 @@ def _experiment_tables(name: str, ok: pd.DataFrame, failed: int, paper: pd.DataF
         extra = (f"## Paired comparisons\n\n{table_io.markdown(p_columns, p_rows)}\n- {T.PAIRED_NOTE}\n")
         paths += table_io.write(out, f"{name}_paired", f"{title}: paired comparisons", p_columns, p_rows,
                                 [T.PAIRED_NOTE], p_data)
+    s_data = pd.DataFrame()
     if ok["arm"].isin(SELECTION_METHODS).any():
         s_columns, s_rows, s_data = T.selection_table(ok)
         extra += (f"\n## Selection\n\n{table_io.markdown(s_columns, s_rows)}\n- {T.SELECTION_NOTE}\n")
         paths += table_io.write(out, f"{name}_selection", f"{title}: selection", s_columns, s_rows,
                                 [T.SELECTION_NOTE], s_data)
+    t_columns, t_rows, t_data = T.totals_table(p_data, s_data)
+    if t_rows:
+        extra += (f"\n## Across rows\n\n{table_io.markdown(t_columns, t_rows)}\n- {T.TOTALS_NOTE}\n")
+        paths += table_io.write(out, f"{name}_totals", f"{title}: across rows", t_columns, t_rows,
+                                [T.TOTALS_NOTE], t_data)
     return table_io.write(out, name, title, columns, rows, notes, data, extra) + paths
 
 

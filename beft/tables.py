@@ -238,6 +238,35 @@ SELECTION_NOTE = ("picked the best measured type: seeds where the method's pick 
                   "of them; negative: the method's pick, a type not among them, beat them all).")
 
 
+def totals_table(paired: pd.DataFrame, selection: pd.DataFrame):
+    """The paired and selection tables pooled over all their rows (task x regime x model): in how many
+    row x seed cases b_v beat each other arm, and how often each selection method picked the best measured type."""
+    rows, data = [], []
+    if not paired.empty:
+        for (a, b), group in paired[paired["a"] == "fixed-v"].groupby(["a", "b"], sort=False):
+            wins, ties, losses = (int(group[c].sum()) for c in ("wins", "ties", "losses"))
+            rows.append([f"{arm_name(a)} vs {arm_name(b)}", str(len(group)), str(wins + ties + losses),
+                         f"{wins}–{ties}–{losses}"])
+            data.append({"comparison": f"{a} vs {b}", "rows": len(group), "cases": wins + ties + losses,
+                         "wins": wins, "ties": ties, "losses": losses})
+    if not selection.empty:
+        for method, group in selection.groupby("method", sort=False):
+            hits, judged = int(group["best_type_hits"].sum()), int(group["n_judged"].sum())
+            if judged:
+                rows.append([f"{arm_name(method)}: picked the best measured type", str(len(group)), str(judged),
+                             f"{hits}/{judged}"])
+                data.append({"comparison": f"{method} best type", "rows": len(group), "cases": judged,
+                             "wins": hits, "ties": math.nan, "losses": judged - hits})
+    columns = ["question", "rows", "cases (row × seed)", "wins–ties–losses / hits"]
+    return columns, rows, pd.DataFrame(data)
+
+
+TOTALS_NOTE = ("Pooled over every row of this experiment: b_v against each arm, case by case (a case is one row "
+               "and one seed both arms have; wins–ties–losses as in the paired table), and each selection "
+               "method's hits (ties count as hits, as in the selection table). Cases with scores at chance "
+               "count like any other: read them beside the main table.")
+
+
 def fig1_scores(store: Store, paper_dir: Path):
     """The notebook's Fig. 1 averages (results/paper/fig1_scores.csv) beside our type scores."""
     path = Path(paper_dir) / "fig1_scores.csv"

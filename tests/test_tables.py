@@ -144,6 +144,29 @@ def test_a_pick_is_judged_against_every_type_measured_for_its_seed(tmp_path):
     assert "| fisher (select) | b_LN2 ×2 | 85.00 ± 0.00 (2) | 2/2 | -5.00 |" in md
 
 
+def test_totals_pool_every_row_and_seed(tmp_path):
+    """b_v wins all 3 SST-2 seeds against b_q and loses / ties the 2 RTE seeds; pooled: 3-1-1 over 2 rows.
+    fisher's pick beats every measured type in all 5 cases, beft's never does."""
+    from beft.bias_map import TYPES
+
+    def top(kind):
+        return {t: [1.0 if t == kind else 0.1] * 4 for t in TYPES}
+
+    cases = [("sst2", 0, 0.80, 0.70), ("sst2", 1, 0.81, 0.72), ("sst2", 2, 0.79, 0.75),
+             ("rte", 0, 0.50, 0.55), ("rte", 1, 0.52, 0.52)]
+    for task, seed, v, q in cases:
+        write(tmp_path / "runs", "exp", record("minilm", task, "fixed-v", seed, v))
+        write(tmp_path / "runs", "exp", record("minilm", task, "fixed-q", seed, q))
+        write(tmp_path / "runs", "exp", record("minilm", task, "beft", seed, v, scores=top("v"), layers=4))
+        write(tmp_path / "runs", "exp", record("minilm", task, "fisher", seed, 0.9, scores=top("ln2"), layers=4))
+    build(tmp_path, with_figures=False)
+    md = (tmp_path / "tables" / "exp_totals.md").read_text()
+    assert "| b_v vs b_q | 2 | 5 | 3–1–1 |" in md
+    assert "| beft (select): picked the best measured type | 2 | 5 | 0/5 |" in md
+    assert "| fisher (select): picked the best measured type | 2 | 5 | 5/5 |" in md
+    assert "## Across rows" in (tmp_path / "tables" / "exp.md").read_text()
+
+
 def test_table2_has_parameter_counts(tmp_path):
     for seed in (0, 1):
         write(tmp_path / "runs", "table2", record("bert-base-cased", "rte", "fixed-v", seed, 0.6, trainable=11522))
