@@ -9,17 +9,15 @@ Jobs running side by side (joblib, several processes, SLURM jobs on a shared dis
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import logging
 import os
 import tempfile
 from pathlib import Path
 
 import torch
 
-log = logging.getLogger("beft")
+from beft.file_lock import exclusive
 
 
 def digest(obj) -> str:
@@ -48,17 +46,8 @@ class Cache:
             yield
             return
         lock = self._path(kind, key).with_suffix(".lock")
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("another job is computing %s %s; waiting to reuse it", kind, key)
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with exclusive(lock, f"another job is computing {kind} {key}; waiting to reuse it"):
+            yield
 
     def put(self, kind: str, key: str, value) -> None:
         if self.root is None:

@@ -8,13 +8,14 @@ max(1, cpus // n_jobs). The basic launcher (one job at a time) and SLURM (one al
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import tempfile
 from pathlib import Path
 
 import torch
+
+from beft.file_lock import exclusive
 
 log = logging.getLogger("beft")
 LOCK_DIR = Path(tempfile.gettempdir()) / f"beft-gpu-locks-{os.getuid()}"
@@ -54,27 +55,13 @@ def joblib_settings() -> tuple[int, int] | None:
 @contextlib.contextmanager
 def claim_gpu(preferred: int, n_gpus: int):
     """Hold a free GPU's lock file (trying the preferred one first); wait for the preferred one if all are busy."""
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    order = [(preferred + i) % n_gpus for i in range(n_gpus)]
-    handle = None
-    for gpu in order:
-        handle = open(LOCK_DIR / f"gpu{gpu}.lock", "w")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            handle.close()
-            handle = None
-    if handle is None:
-        gpu = preferred
-        handle = open(LOCK_DIR / f"gpu{gpu}.lock", "w")
-        log.info("every GPU is busy; waiting for GPU %d", gpu)
-        fcntl.flock(handle, fcntl.LOCK_EX)
-    try:
-        yield gpu
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+    for gpu in [(preferred + i) % n_gpus for i in range(n_gpus)]:
+        with exclusive(LOCK_DIR / f"gpu{gpu}.lock") as held:
+            if held:
+                yield gpu
+                return
+    with exclusive(LOCK_DIR / f"gpu{preferred}.lock", f"every GPU is busy; waiting for GPU {preferred}"):
+        yield preferred
 
 
 @contextlib.contextmanager
