@@ -68,8 +68,8 @@ def _reuse(cached: dict, scope: Scope, logger) -> Fit:
     result = Fit(**cached)
     result.reused = True
     log.info("reusing an identical training (%s, %d steps) from the cache", scope.describe(), result.steps)
-    for entry in result.history:
-        if logger is not None:
+    if logger is not None:
+        for entry in result.history:
             logger.log(entry, step=entry["epoch"])
     return result
 

@@ -243,11 +243,11 @@ def totals_table(paired: pd.DataFrame, selection: pd.DataFrame):
     row x seed cases b_v beat each other arm, and how often each selection method picked the best measured type."""
     rows, data = [], []
     if not paired.empty:
-        for (a, b), group in paired[paired["a"] == "fixed-v"].groupby(["a", "b"], sort=False):
+        for b, group in paired[paired["a"] == "fixed-v"].groupby("b", sort=False):
             wins, ties, losses = (int(group[c].sum()) for c in ("wins", "ties", "losses"))
-            rows.append([f"{arm_name(a)} vs {arm_name(b)}", str(len(group)), str(wins + ties + losses),
+            rows.append([f"{arm_name('fixed-v')} vs {arm_name(b)}", str(len(group)), str(wins + ties + losses),
                          f"{wins}–{ties}–{losses}"])
-            data.append({"comparison": f"{a} vs {b}", "rows": len(group), "cases": wins + ties + losses,
+            data.append({"comparison": f"fixed-v vs {b}", "rows": len(group), "cases": wins + ties + losses,
                          "wins": wins, "ties": ties, "losses": losses})
     if not selection.empty:
         for method, group in selection.groupby("method", sort=False):

@@ -1,5 +1,7 @@
 """End-to-end runs on the real data: the record, determinism, the b_k fact, and training reuse."""
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -121,9 +123,6 @@ def test_dynamic_padding_gives_the_logits_of_max_length_padding(make_cfg):
 
 
 def test_a_training_asked_for_by_two_jobs_at_once_runs_once(make_cfg, tmp_path, monkeypatch):
-    import threading
-    import time
-
     import beft.fit as fit_module
 
     cfg = make_cfg("model=tiny-bert", "task=sst2", *FIXED)
