@@ -9,8 +9,6 @@ Jobs running side by side (joblib, several processes, SLURM jobs on a shared dis
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -20,19 +18,23 @@ import torch
 from beft.file_lock import exclusive
 
 
-def digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+# Entries a refreshing cache (force=true) wrote in this process. It reads only these: every training a forced
+# job depends on is recomputed, once per process, and a forced sweep's later jobs reuse what it recomputed.
+_REFRESHED: set[tuple[str, str, str]] = set()
 
 
 class Cache:
-    def __init__(self, root: str | os.PathLike | None):
+    def __init__(self, root: str | os.PathLike | None, refresh: bool = False):
         self.root = Path(root) if root else None
+        self.refresh = refresh
 
     def _path(self, kind: str, key: str) -> Path:
         return self.root / kind / f"{key}.pt"
 
     def get(self, kind: str, key: str):
         if self.root is None or not self._path(kind, key).exists():
+            return None
+        if self.refresh and (str(self.root), kind, key) not in _REFRESHED:
             return None
         try:
             return torch.load(self._path(kind, key), map_location="cpu", weights_only=False)
@@ -59,5 +61,7 @@ class Cache:
         try:
             torch.save(value, tmp)
             os.replace(tmp, path)
+            if self.refresh:
+                _REFRESHED.add((str(self.root), kind, key))
         finally:
             Path(tmp).unlink(missing_ok=True)

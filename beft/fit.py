@@ -9,8 +9,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from beft.bias_map import BiasMap
-from beft.cache import Cache, digest
+from beft.cache import Cache
+from beft.fingerprint import code_version, digest
 from beft.models import num_parameters
+from beft.record import evaluates_every_epoch
 from beft.train import TrainLog, TrainSettings, train
 from beft.trainable import InertKeyBiases, Scope, apply_scope
 
@@ -48,8 +50,8 @@ def training_key(cfg, workload, scope: Scope, settings: TrainSettings) -> str:
     """Everything that determines a training's numbers: the starting weights and data (the workload's
     identity), what is trained, and the schedule. Not the method that asked for it, nor the config's layout."""
     trained = {k: v for k, v in asdict(settings).items() if k not in ("progress", "desc")}
-    return digest({"start": workload.identity(), "scope": scope.identity(),
-                   "settings": trained, "eval_every_epoch": bool(cfg.trainer.eval_every_epoch)})
+    return digest({"start": workload.identity(), "scope": scope.identity(), "code": code_version(),
+                   "settings": trained, "eval_every_epoch": evaluates_every_epoch(cfg)})
 
 
 def fit(cfg, workload, scope: Scope, settings: TrainSettings, cache: Cache, logger=None) -> tuple[Fit, object]:
@@ -82,12 +84,12 @@ def _train(cfg, workload, scope: Scope, settings: TrainSettings, key: str, logge
     log.info("trainable parameters: %s of %s (%.4f%%) [%s]", f"{trainable:,}", f"{total:,}",
              100 * trainable / total, scope.describe())
     inert_keys = InertKeyBiases(model, bias_map)
-    eval_seconds = 0.0
+    eval_seconds, every_epoch = 0.0, evaluates_every_epoch(cfg)
 
     def on_epoch_end(epoch, entry, last):
         nonlocal eval_seconds
         scores = {}
-        if cfg.trainer.eval_every_epoch or last:
+        if every_epoch or last:
             start = time.perf_counter()
             scores = workload.evaluate(model)
             eval_seconds += time.perf_counter() - start

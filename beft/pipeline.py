@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from beft import config as C
+from beft import fingerprint as F
 from beft.adapter import export_adapter
 from beft.bias_map import PAPER_LABELS
 from beft.cache import Cache
@@ -21,7 +22,7 @@ from beft.methods import fixed_scope
 from beft.plots import learning_curve, score_heatmap
 from beft.selection import SELECTORS, select
 from beft.trainable import Scope
-from beft.record import RECORD, environment, read_record, record_key, write_json_atomic
+from beft.record import RECORD, environment, legacy_keys, read_record, record_key, write_json_atomic
 from beft.train import Diverged
 from beft.workload import EncoderWorkload
 
@@ -49,15 +50,16 @@ def run(cfg) -> dict:
     Whatever happens after the key is known, the record is written (atomically) with status ok or failed, and
     the logger's run is finished, so a sweep can go on to its next job and resume later.
     """
-    key = record_key(cfg)
+    fingerprint = F.of_run(cfg, C.data_dir(cfg))
+    key = record_key(cfg, fingerprint)
     run_dir = Path(cfg.out_dir) / run_id(cfg, key)
-    existing = read_record(run_dir / RECORD)
-    if existing and existing.get("status") == "ok" and not cfg.get("force"):
-        log.info("skipping %s: an ok record exists (force=true reruns it)", run_dir)
+    existing = None if cfg.get("force") else done_record(cfg, key, fingerprint)
+    if existing is not None:
+        log.info("skipping %s: an ok record exists (force=true reruns it)", Path(cfg.out_dir) / existing["run_id"])
         return existing
     record = {"key": key, "run_id": run_dir.name, "status": "running",
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": C.to_plain(cfg),
-              "notes": []}
+              "fingerprint": fingerprint, "notes": []}
     logger = make_logger(cfg.logger)
     try:
         C.validate(cfg)  # inside: a sweep's invalid job is recorded as failed, with the one-line reason
@@ -76,11 +78,26 @@ def run(cfg) -> dict:
     return record
 
 
+def done_record(cfg, key: str, fingerprint: dict) -> dict | None:
+    """The ok record this run would write, if one exists: under its own key, or written before fingerprints
+    entered the key (under the config-only key) with a fingerprint, rebuilt from its env, equal to this run's."""
+    out = Path(cfg.out_dir)
+    mine = read_record(out / run_id(cfg, key) / RECORD)
+    if mine and mine.get("status") == "ok":
+        return mine
+    for old_key in legacy_keys(cfg):
+        old = read_record(out / run_id(cfg, old_key) / RECORD)
+        if old and old.get("status") == "ok" and not old.get("fingerprint") and F.of_record(old) == fingerprint:
+            return old
+    return None
+
+
 def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
     t0 = time.perf_counter()
     workload = make_workload(cfg)
     timing = {"load": time.perf_counter() - t0}
-    cache = Cache(cfg.get("cache_dir"))
+    # force=true recomputes every training the record depends on; force=record reuses cached trainings.
+    cache = Cache(cfg.get("cache_dir"), refresh=cfg.get("force") is True)
     settings = C.train_settings(cfg, workload.device)
     settings.desc = f"{cfg.task.name} s{cfg.seed}"
     if cfg.method.name in SELECTORS:

@@ -1,12 +1,14 @@
 """The run record: one `result.json` per run, written atomically, keyed by what changes the result.
 
 The key hashes the config sections that can change a number (model, task, regime, method, budget, trainer,
-seed) minus the knobs that cannot (device, progress bars, output paths, logger), so a sweep run again finds
-its finished jobs and a reader can group runs that should agree.
+seed) minus the knobs that cannot (device, progress bars, output paths, logger), together with the run's
+fingerprint (beft.fingerprint: the data files' sha256, the weights' identity, the code's results version), so a
+sweep run again finds its finished jobs, a record never stands for data, weights or code it did not measure,
+and a reader can group runs that should agree. Records from before the fingerprint (keyed by the config alone)
+are still found where their fingerprint, rebuilt from their env, equals the run's (`legacy_key`).
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -16,6 +18,8 @@ import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from beft.fingerprint import digest
 
 KEY_SECTIONS = ("model", "task", "regime", "method", "budget", "trainer", "seed")
 # Trainer fields that change speed or display, never the numbers (on one device).
@@ -33,13 +37,38 @@ def key_fields(cfg) -> dict:
             value = {k: v for k, v in value.items() if k not in KEY_IGNORED.get(section, ())}
         if section == "task" and isinstance(value, dict) and (container.get("model") or {}).get("kind") != "decoder":
             value = {k: v for k, v in value.items() if k != "decoder"}  # the prompted form cannot change an encoder run
+        if section == "trainer" and isinstance(value, dict) and value.get("eval_every_epoch", False) is None:
+            value = {**value, "eval_every_epoch": evaluates_every_epoch(container)}  # the default, resolved
         fields[section] = value
     return fields
 
 
-def record_key(cfg) -> str:
-    blob = json.dumps(key_fields(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def evaluates_every_epoch(cfg) -> bool:
+    """trainer.eval_every_epoch, where null means the workload's default: every epoch for encoders (the authors'
+    encoder code does), once after training for decoders (the authors' decoder code does, PAPER.md §C.5)."""
+    value = (cfg.get("trainer") or {}).get("eval_every_epoch")
+    return bool(value) if value is not None else (cfg.get("model") or {}).get("kind") != "decoder"
+
+
+def record_key(cfg, fingerprint: dict) -> str:
+    """The key of a run: its result-changing config fields and its fingerprint (beft.fingerprint.of_run)."""
+    return digest({"config": key_fields(cfg), "fingerprint": fingerprint})
+
+
+# Key sections added after records existed, with the value that does what the code did before they existed: a
+# record made before a section existed matches a config that has the section at this value.
+ADDED_LATER = {"budget": {"name": "one_type"}}
+
+
+def legacy_keys(cfg) -> list[str]:
+    """The keys records had before fingerprints entered the key (the config fields alone), for the config as it
+    is and, where it holds a later-added section at its old behaviour, with that section absent (null)."""
+    fields = key_fields(cfg)
+    keys = [digest(fields)]
+    older = {k: None if k in ADDED_LATER and v == ADDED_LATER[k] else v for k, v in fields.items()}
+    if older != fields:
+        keys.append(digest(older))
+    return keys
 
 
 def write_json_atomic(path: Path, obj) -> None:

@@ -6,7 +6,6 @@ records). One row per record; `make tables` (beft.tables, beft.figures) aggregat
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -16,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from beft.bias_map import PAPER_LABELS, TYPES
+from beft.fingerprint import digest
 
 log = logging.getLogger("beft")
 RECORD = "result.json"
@@ -85,7 +85,7 @@ def variant_of(config: dict) -> str:
 
     fields = key_fields(config)
     setting = {section: fields[section] for section in ("model", "task", "regime", "trainer")}
-    return hashlib.sha256(json.dumps(setting, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return digest(setting)[:6]
 
 
 def _row(record: dict, experiment: str, path: Path) -> dict:

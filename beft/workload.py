@@ -27,6 +27,7 @@ from beft.batching import Batcher, Encoded, encode
 from beft.data import load_task
 from beft.evaluate import autocast, evaluate, loss_from_logits, to_device
 from beft.bias_map import BiasMap
+from beft.fingerprint import weights_identity
 from beft.models import encoder_skeleton, load_encoder, load_tokenizer
 
 
@@ -106,7 +107,8 @@ class EncoderWorkload:
         """The weights, head and data a training starts from, independent of how the config is laid out."""
         m, t = self.cfg.model, self.cfg.trainer
         source = {k: v for k, v in self.data.source.items() if k != "dir"}  # where the files sit is no matter
-        return {"model": {k: m.get(k) for k in ("hub_id", "revision", "path", "tiny", "weights_seed", "bias_std")},
+        return {"model": {**{k: m.get(k) for k in ("hub_id", "revision", "tiny", "weights_seed", "bias_std")},
+                          "weights": weights_identity(m)},
                 "num_labels": self.num_labels, "attn": t.attn_implementation,
                 "data": {"source": source, "n_train": len(self.train_set), "seed": int(self.cfg.seed),
                          "text_fields": list(self.task.text_fields), "kind": self.task.kind,

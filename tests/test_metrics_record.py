@@ -4,7 +4,7 @@ import pytest
 
 from beft import metrics
 from beft.errors import BeftError
-from beft.record import read_record, record_key, write_json_atomic
+from beft.record import read_record, write_json_atomic
 
 
 def test_metrics_on_known_inputs():
@@ -41,13 +41,3 @@ def test_record_round_trip_and_atomicity(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["result.json"]  # no temp file left behind
     path.write_text('{"key": "abc", "metr')  # a torn file is not a record
     assert read_record(path) is None and read_record(tmp_path / "missing.json") is None
-
-
-def test_key_ignores_paths_and_display_but_not_results(make_cfg):
-    base = record_key(make_cfg("method=fixed"))  # terms [v] by default
-    assert record_key(make_cfg("method=fixed", "method.terms=[v]")) == base
-    assert record_key(make_cfg("method=fixed", "out_dir=/elsewhere", "logger=csv", "trainer.progress=true",
-                               "trainer.device=cpu", "data_dir=/elsewhere")) == base
-    for change in ("seed=1", "method.terms=[q]", "task=rte", "regime.n=10", "trainer.lr=0.1"):
-        assert record_key(make_cfg("method=fixed", change)) != base, change
-    assert record_key(make_cfg("method=bitfit")) != base

@@ -61,7 +61,7 @@ def test_key_bias_gets_zero_gradient_and_is_reported(make_cfg, tmp_path):
 def test_identical_trainings_are_shared(make_cfg, tmp_path):
     cache = f"cache_dir={tmp_path / 'cache'}"
     first = run(make_cfg("model=tiny-bert", "task=sst2", cache, *FIXED))
-    again = run(make_cfg("model=tiny-bert", "task=sst2", cache, "force=true", *FIXED))
+    again = run(make_cfg("model=tiny-bert", "task=sst2", cache, "force=record", *FIXED))
     assert not first["training"]["reused"] and again["training"]["reused"]
     assert again["metrics"] == first["metrics"]
     cfg = make_cfg("model=tiny-bert", "task=sst2", *FIXED)

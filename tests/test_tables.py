@@ -207,12 +207,12 @@ def test_arm_matches_the_run_id_label(make_cfg):
     from omegaconf import OmegaConf
 
     from beft.pipeline import method_label, run_id
-    from beft.record import record_key
+    from beft.record import legacy_keys
     from beft.results import arm_of
 
     for overrides in (["method=fixed-v"], ["method=fixed", "method.terms=[q,v]"], ["method=rand_uniform-bitfit"],
                       ["method=beft", "budget=types"], ["method=head"], ["regime.n=40", "method=bitfit"]):
         cfg = make_cfg("model=tiny-bert", *overrides)
-        key = record_key(cfg)
+        key = legacy_keys(cfg)[0]
         rec = {"key": key, "run_id": run_id(cfg, key), "config": OmegaConf.to_container(cfg, resolve=True)}
         assert arm_of(rec) == method_label(cfg), overrides

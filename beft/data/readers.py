@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from beft.data.nested_readers import NESTED_READERS
 from beft.errors import BeftError, choices_error
 
 LabelFn = Callable[[object], object]
@@ -26,11 +27,27 @@ def _pick(record: Mapping, fields: Mapping[str, str], path: Path, line: int) -> 
     """One example from one parsed record: the wanted columns under their canonical names."""
     example = {}
     for name, column in fields.items():
-        if column not in record:
+        value = _lookup(record, column)
+        if value is _MISSING:
             raise BeftError(f"malformed row in {path} line {line}: no {column!r} field; fields found: "
                             f"{', '.join(map(str, record))}")
-        example[name] = record[column]
+        example[name] = value
     return example
+
+
+_MISSING = object()
+
+
+def _lookup(record: Mapping, column: str):
+    """record[column]; a dotted column ("target.span1_text", SuperGLUE WSC) walks into nested objects."""
+    if column in record:
+        return record[column]
+    value = record
+    for part in column.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
 
 
 def _label(label_fn: LabelFn, value, path: Path, line: int):
@@ -133,7 +150,7 @@ def read_wic_original(path: Path, fields: Mapping[str, str], label_fn: LabelFn) 
     return examples
 
 
-READERS = {"glue_tsv": read_glue_tsv, "jsonl": read_jsonl, "wic_original": read_wic_original}
+READERS = {"glue_tsv": read_glue_tsv, "jsonl": read_jsonl, "wic_original": read_wic_original, **NESTED_READERS}
 
 
 def get_reader(name: str) -> Callable[..., list[dict]]:

