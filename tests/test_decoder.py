@@ -4,7 +4,7 @@ import torch
 
 from beft.bias_map import BiasMap
 from beft.decoder import DecoderWorkload
-from beft.decoder.scoring import choice_scores, exact_match, option_logprobs, token_f1
+from beft.decoder.scoring import candidate_scores, exact_match, token_f1
 from beft.errors import BeftError
 from beft.methods import fixed_scope
 from beft.pipeline import run
@@ -79,11 +79,11 @@ def test_candidate_scores_equal_a_hand_computation(workload):
     model, _ = wl.new_model()
     model.eval()
     item = wl.eval_sets["validation"].items[0]
-    batch = wl.coder.collate([item], "all")
+    batch = wl.coder.collate([item, wl.eval_sets["validation"].items[1]], "all")
     assert [wl.coder.decode(o) for o in item.options] == ["terrible", "great"]  # the verbalizer's tokens
+    assert batch["input_ids"].shape[0] == 2       # one-token candidates: one prompt row per example, not per candidate
     with torch.no_grad():
-        sums, counts = option_logprobs(model, batch)
-        scores = choice_scores(sums, counts, batch)[0]
+        scores = candidate_scores(model, batch)[0]
         for choice, option in enumerate(item.options):
             ids = torch.tensor([wl.coder.bos + item.prompt + option])
             logp = model(input_ids=ids).logits[0].double().log_softmax(-1)

@@ -23,8 +23,7 @@ NO_ADAPTER = ("full", "head", "icl", "zero_shot")   # methods that train (or sco
 
 def bias_free_linear_modules(model, bias_map: BiasMap) -> list[str]:
     """Names of the mapped Linear modules that have no bias of their own, in layer order."""
-    return [bias_map.modules[c] for c in bias_map.cells()
-            if not bias_map.has_bias(c) and isinstance(model.get_submodule(bias_map.modules[c]), nn.Linear)]
+    return [bias_map.modules[c] for c in bias_map.bias_free_linear_cells(model)]
 
 
 def adapter_kind(method: str, model, bias_map: BiasMap) -> str | None:

@@ -81,7 +81,14 @@ class PromptCoder:
         return self.bos + prompt[-room:] + option
 
     def collate(self, items: list[Item], rows: str) -> dict:
-        """rows='all': one row per candidate (scoring, classification loss); 'gold': the first correct one."""
+        """rows='all': one row per candidate (scoring, classification loss); 'gold': the first correct one.
+
+        Where every candidate of every item is one token (SST-2, RTE, CB, BoolQ, WiC, WSC, MultiRC), rows='all'
+        needs no candidate rows: one row of BOS + prompt per item, whose last position predicts every candidate
+        at once (`choice_ids`, -1 where an item has fewer candidates). Same prefix, same numbers, C times fewer rows.
+        """
+        if rows == "all" and all(single_token(item) for item in items):
+            return self._collate_prompts(items)
         ids, masks, row_example, row_choice = [], [], [], []
         for b, item in enumerate(items):
             choices = range(len(item.options)) if rows == "all" else item.gold[:1]
@@ -103,6 +110,21 @@ class PromptCoder:
                 "row_example": torch.tensor(row_example), "row_choice": torch.tensor(row_choice),
                 "labels": torch.tensor([item.gold[0] for item in items])}
 
+    def _collate_prompts(self, items: list[Item]) -> dict:
+        seqs = [self.row(item.prompt, item.options[0])[:-1] for item in items]   # the row minus its candidate
+        width = max(len(q) for q in seqs)
+        input_ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
+        attention = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, seq in enumerate(seqs):
+            input_ids[r, :len(seq)] = torch.tensor(seq)
+            attention[r, :len(seq)] = 1
+        n_choices = max(len(item.options) for item in items)
+        choice_ids = torch.full((len(items), n_choices), -1, dtype=torch.long)
+        for r, item in enumerate(items):
+            choice_ids[r, :len(item.options)] = torch.tensor([o[0] for o in item.options])
+        return {"input_ids": input_ids, "attention_mask": attention, "choice_ids": choice_ids,
+                "labels": torch.tensor([item.gold[0] for item in items])}
+
     def train_batches(self, data: PromptSet, batch_size: int, rows: str, generator: torch.Generator,
                       group_by_length: bool = True):
         """One epoch of `batch_size` examples each, in a seeded order (similar lengths together if grouping)."""
@@ -118,7 +140,7 @@ class PromptCoder:
         order = sorted(range(len(data)), key=lambda i: data.lengths[i])
         chunks, current, used = [], [], 0
         for i in order:
-            n = len(data.items[i].options) if rows == "all" else 1
+            n = len(data.items[i].options) if rows == "all" and not single_token(data.items[i]) else 1
             if current and used + n > max_rows:
                 chunks.append(current)
                 current, used = [], 0
@@ -132,6 +154,10 @@ class PromptCoder:
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def single_token(item: Item) -> bool:
+    return all(len(option) == 1 for option in item.options)
 
 
 def with_demonstrations(prompted: Prompted, demos: list[Prompted]) -> Prompted:

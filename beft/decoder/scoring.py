@@ -31,6 +31,27 @@ def option_logprobs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return sums, keep.sum(1)
 
 
+def next_token_scores(model, batch: dict) -> torch.Tensor:
+    """[examples, candidates] log-probabilities of one-token candidates after each row's last prompt token (a
+    batch from `PromptCoder._collate_prompts`); -inf where an example has fewer candidates."""
+    ids, attention = batch["input_ids"], batch["attention_mask"]
+    keep = torch.zeros_like(ids, dtype=torch.bool)
+    keep[torch.arange(len(ids), device=ids.device), attention.sum(1) - 1] = True   # right padding: the last real token
+    logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits  # one row per example
+    logp = logits.reshape(len(ids), -1).float().log_softmax(-1)
+    choices = batch["choice_ids"]
+    scores = logp.gather(1, choices.clamp(min=0))
+    return scores.masked_fill(choices < 0, float("-inf"))
+
+
+def candidate_scores(model, batch: dict) -> torch.Tensor:
+    """[examples, candidates] mean log-probability of each candidate's tokens, whichever form the batch has."""
+    if "choice_ids" in batch:
+        return next_token_scores(model, batch)
+    sums, counts = option_logprobs(model, batch)
+    return choice_scores(sums, counts, batch)
+
+
 def choice_scores(sums: torch.Tensor, counts: torch.Tensor, batch: dict) -> torch.Tensor:
     """[examples, candidates] mean log-probabilities; -inf where an example has fewer candidates."""
     n_examples = len(batch["labels"])
@@ -117,10 +138,9 @@ def exact_match(prediction: str, answers: list[str]) -> float:
 
 
 def token_f1(prediction: str, answers: list[str]) -> float:
-    """The best token-overlap F1 against any gold answer."""
+    """The best token-overlap F1 against any gold answer, as the official SQuAD v1.1 script defines it: no
+    common token (an empty prediction included, even against an answer that normalises to nothing) scores 0."""
     def f1(pred: list[str], gold: list[str]) -> float:
-        if not pred or not gold:                 # an empty answer scores 1 only against an empty one
-            return float(pred == gold)
         common = sum((collections.Counter(pred) & collections.Counter(gold)).values())
         if common == 0:
             return 0.0
