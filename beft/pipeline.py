@@ -122,6 +122,8 @@ def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
                   n_train=len(workload.train_set), n_eval={k: len(v) for k, v in workload.eval_sets.items()},
                   env=environment(str(workload.device), result.model_source, workload.source))
     record["notes"] += result.notes
+    if getattr(workload, "prompting", None):   # in-context learning: demonstrations actually shown, truncation
+        record["prompting"] = workload.prompting
     record["adapter"] = export_adapter(workload, result, run_dir / "adapter")
     if result.zero_gradient:
         record["zero_gradient"] = result.zero_gradient

@@ -166,6 +166,28 @@ def with_demonstrations(prompted: Prompted, demos: list[Prompted]) -> Prompted:
     return Prompted(context, prompted.candidates, prompted.gold, prompted.answers)
 
 
+def context_report(coder: PromptCoder, questions: list[Prompted], demos: list[Prompted],
+                   chosen: list[list[int]], encoded: PromptSet) -> dict:
+    """What in-context learning really showed the model: prompts are cut from the left to fit max_length, so the
+    earliest demonstrations of a long prompt are lost. Counts whole demonstrations that survive per prompt,
+    tokenizing each demonstration (with its blank-line separator) and each question on its own."""
+    demo_lengths = [len(ids) for ids in coder._ids([d.demonstration() + "\n\n" for d in demos])]
+    question_lengths = [len(ids) for ids in coder._ids([q.prompt for q in questions])]
+    kept, truncated = [], 0
+    for item, picks, question in zip(encoded.items, chosen, question_lengths):
+        room = coder.max_length - len(coder.bos) - max(len(o) for o in item.options)
+        truncated += len(item.prompt) > room
+        used, n = question, 0
+        for j in reversed(picks):                 # the demonstrations nearest the question survive the cut
+            if used + demo_lengths[j] > room:
+                break
+            used, n = used + demo_lengths[j], n + 1
+        kept.append(n)
+    return {"demonstrations": max((len(p) for p in chosen), default=0), "max_length": coder.max_length,
+            "whole_demonstrations_kept": {"mean": float(np.mean(kept)), "min": int(min(kept)), "max": int(max(kept))},
+            "prompts_truncated": truncated, "prompts": len(kept)}
+
+
 def demonstration_indices(n_pool: int, k: int, seed: int, example: int) -> list[int]:
     """A fresh random set of k demonstrations for each evaluation example, seeded by (seed, example)."""
     rng = np.random.RandomState([seed, example])

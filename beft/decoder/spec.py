@@ -79,6 +79,9 @@ def validate(cfg) -> None:
         raise BeftError(f"regime={regime.name} is defined for encoders only; decoder runs train on the task's "
                         f"decoder.n_train examples (1,000, PAPER.md §C.5): use regime=low (default), regime=full "
                         f"or regime.n=N")
+    if cfg.method.name == "head":
+        raise BeftError("method=head trains only a task head, and a decoder has none (the LM head stays frozen, "
+                        "PAPER.md §C.2): on a decoder it would silently be zero-shot; use method=zero_shot")
     if cfg.method.name == "icl":
         k = cfg.method.get("demonstrations")
         if not isinstance(k, int) or k < 1:

@@ -20,7 +20,8 @@ from beft.data import load_prompted
 from beft.decoder import model as M
 from beft.decoder import scoring, spec as S
 from beft.decoder.peft_methods import add_adapter, adapter_kind
-from beft.decoder.prompts import PromptCoder, PromptSet, demonstration_indices, with_demonstrations
+from beft.decoder.prompts import (PromptCoder, PromptSet, context_report, demonstration_indices,
+                                  with_demonstrations)
 from beft.decoder.templates import get_template
 from beft.errors import BeftError
 from beft.evaluate import autocast, to_device
@@ -48,13 +49,17 @@ class DecoderWorkload:
         train = self._render(self.data.train, "train")
         self.train_set = self.coder.encode(train)
         self.demonstrations = int(cfg.method.demonstrations) if self.method == "icl" else 0
-        self.eval_sets = {}
+        self.eval_sets, self.prompting = {}, {}
         for split, rows in self.data.eval.items():
             prompted = self._render(rows, split)
             if self.demonstrations:
-                prompted = [with_demonstrations(p, [train[j] for j in demonstration_indices(
-                    len(train), self.demonstrations, int(cfg.seed), i)]) for i, p in enumerate(prompted)]
-            self.eval_sets[split] = self.coder.encode(prompted)
+                chosen = [demonstration_indices(len(train), self.demonstrations, int(cfg.seed), i)
+                          for i in range(len(prompted))]
+                shown = [with_demonstrations(p, [train[j] for j in picks]) for p, picks in zip(prompted, chosen)]
+                self.eval_sets[split] = self.coder.encode(shown)
+                self.prompting[split] = context_report(self.coder, prompted, train, chosen, self.eval_sets[split])
+            else:
+                self.eval_sets[split] = self.coder.encode(prompted)
         if cfg.trainer.eval_train:
             self.eval_sets["train"] = self.train_set
         self.main_metric = f"{next(iter(self.data.eval))}/{self.spec['main_metric']}"
