@@ -31,6 +31,7 @@ TITLES = {
     "table6": "Table 6: bias-free LLMs with an added bias",
     "selection": "Selection methods: what they pick and what it is worth",
     "local": "MiniLM on the tasks with local data (CPU)",
+    "decoder-local": "Real decoders on the tasks with local data (CPU): SmolLM2-135M (added biases), Qwen2.5-Coder-0.5B",
     "smoke": "Smoke sweep (random tiny model: checks the plumbing; its numbers mean nothing)",
 }
 CELL_NOTE = ("Cells: validation metric ×100 at the final epoch, mean ± std over seeds (number of seeds); "

@@ -45,6 +45,8 @@ class PromptCoder:
 
     def __init__(self, tokenizer, max_length: int):
         self.tokenizer, self.max_length = tokenizer, max_length
+        # One prompt row scores every one-token candidate (collate); False: one row per candidate (bench: before).
+        self.one_row_for_one_token = True
         bos = tokenizer.bos_token_id
         # Only where the tokenizer itself starts every text with BOS (OPT, LLaMA; not GPT-J, not BERT).
         self.bos = [bos] if bos is not None and tokenizer("a")["input_ids"][:1] == [bos] else []
@@ -87,7 +89,7 @@ class PromptCoder:
         needs no candidate rows: one row of BOS + prompt per item, whose last position predicts every candidate
         at once (`choice_ids`, -1 where an item has fewer candidates). Same prefix, same numbers, C times fewer rows.
         """
-        if rows == "all" and all(single_token(item) for item in items):
+        if rows == "all" and self.one_row_for_one_token and all(single_token(item) for item in items):
             return self._collate_prompts(items)
         ids, masks, row_example, row_choice = [], [], [], []
         for b, item in enumerate(items):
@@ -140,7 +142,8 @@ class PromptCoder:
         order = sorted(range(len(data)), key=lambda i: data.lengths[i])
         chunks, current, used = [], [], 0
         for i in order:
-            n = len(data.items[i].options) if rows == "all" and not single_token(data.items[i]) else 1
+            one_row = self.one_row_for_one_token and single_token(data.items[i])
+            n = len(data.items[i].options) if rows == "all" and not one_row else 1
             if current and used + n > max_rows:
                 chunks.append(current)
                 current, used = [], 0
