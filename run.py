@@ -1,42 +1,20 @@
-"""beft entry point: compose the Hydra config, then run one job. See README.md for examples."""
-import logging
+"""beft entry point: check the command line, compose the Hydra config, then run one job. See README.md.
+
+Only light modules are imported at the top: a bad command line is reported before torch is imported.
+"""
 import sys
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 
-from beft.config import check_overrides
-from beft.errors import BeftError
+from beft.cli import main as cli_main
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg) -> None:
-    from beft.launch import job_resources
-    from beft.pipeline import run
-    from beft.record import summary_line
-    from beft.train import Diverged
+    from beft.cli import run_job
 
-    log = logging.getLogger("beft")
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    try:
-        with job_resources(cfg):
-            print(summary_line(run(cfg)))
-    except (BeftError, Diverged) as err:
-        log.error("%s", err)
-        if not multirun:
-            sys.exit(2)  # one line, no traceback
-    except Exception as err:
-        if not multirun:
-            raise
-        # The record (status failed, with the traceback) is already written: one line here, then the next job.
-        first_line = (str(err).strip().splitlines() or [""])[0]
-        log.error("job failed, the sweep goes on: %s: %s", type(err).__name__, first_line)
+    run_job(cfg)
 
 
 if __name__ == "__main__":
-    try:
-        check_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
-    except BeftError as err:
-        sys.exit(f"error: {err}")
-    main()
+    sys.exit(cli_main(main))

@@ -8,32 +8,12 @@ import torch
 from omegaconf import OmegaConf
 
 from beft.bias_map import canonical_type
+from beft.checks import CONF_DIR, check_overrides, check_values, group_choices  # noqa: F401 (re-exported)
 from beft.errors import BeftError, choices_error
 from beft.metrics import check_metrics
 from beft.train import TrainSettings
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 TASK_KINDS = ("classification", "regression")
-
-
-def group_choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
-
-
-def check_overrides(overrides: list[str]) -> None:
-    """Unknown options of a config group (`model=foo`, `method=a,b`) as one line, before Hydra's longer report."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    for override in OverridesParser.create().parse_overrides(overrides):
-        group = override.key_or_group
-        if (override.package is not None or not (CONF_DIR / group).is_dir() or override.is_delete()
-                or group.startswith("hydra/")):  # launchers also come from plugins: Hydra checks those
-            continue
-        values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
-        choices = group_choices(group)
-        for value in values:
-            if isinstance(value, str) and value not in choices:
-                raise choices_error(group, value, choices)
 
 
 def all_methods() -> list[str]:
@@ -45,6 +25,7 @@ def all_methods() -> list[str]:
 
 def validate(cfg) -> None:
     """Checks Hydra cannot do: values inside the groups."""
+    check_values(cfg)
     if cfg.method.name not in all_methods():
         raise choices_error("method", cfg.method.name, all_methods())
     for term in cfg.method.get("terms") or []:
@@ -59,10 +40,6 @@ def validate(cfg) -> None:
         raise BeftError(f"method=rand_uniform needs trainer.weight_decay=0 (got {cfg.trainer.weight_decay}): weight "
                         "decay would move the weights outside the random mask")
     resolve_device(cfg.trainer.device)
-    if cfg.trainer.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise choices_error("trainer.precision", cfg.trainer.precision, ["auto", "fp32", "bf16", "fp16"])
-    if cfg.trainer.schedule not in ("constant", "linear"):
-        raise choices_error("trainer.schedule", cfg.trainer.schedule, ["constant", "linear"])
 
 
 def _validate_encoder(cfg) -> None:
@@ -80,9 +57,6 @@ def _validate_encoder(cfg) -> None:
     if cfg.task.main_metric not in cfg.task.metrics:
         raise BeftError(f"task.main_metric={cfg.task.main_metric} is not among task.metrics={list(cfg.task.metrics)}")
     n = cfg.regime.get("n")
-    if n is not None and (not isinstance(n, int) or n <= 0):
-        raise BeftError(f"regime.n={n!r} must be a positive number of training examples (or null for the "
-                        f"regime's size: {dict(cfg.task.get('sizes') or {})})")
     if cfg.regime.name not in ("full", "custom") and n is None and cfg.regime.name not in (cfg.task.get("sizes") or {}):
         raise BeftError(f"task {cfg.task.name} defines no size for regime {cfg.regime.name!r}; "
                         f"set regime.n=... or use one of: {', '.join(cfg.task.get('sizes') or {})}, full")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import shutil
 import time
 import traceback
 from datetime import datetime, timezone
@@ -15,6 +16,7 @@ from beft import fingerprint as F
 from beft.adapter import export_adapter
 from beft.bias_map import PAPER_LABELS
 from beft.cache import Cache
+from beft.checks import check_writable
 from beft.errors import BeftError
 from beft.fit import fit
 from beft.loggers import make_logger
@@ -44,11 +46,14 @@ def run_id(cfg, key: str) -> str:
     return f"{cfg.model.name}-{cfg.task.name}-{regime}-{method_label(cfg)}-s{cfg.seed}-{key[:8]}"
 
 
-def run(cfg) -> dict:
+def run(cfg, record_bad_input: bool = True) -> dict:
     """Run one job and return its record. A job whose key already has an `ok` record is skipped (unless force).
 
-    Whatever happens after the key is known, the record is written (atomically) with status ok or failed, and
-    the logger's run is finished, so a sweep can go on to its next job and resume later.
+    Whatever happens after the key is known, the record is written (atomically) with status ok, failed or
+    interrupted (Ctrl-C), and the logger's run is finished, so a sweep can go on to its next job and resume
+    later. With `record_bad_input` false (a single command-line run), bad input (a BeftError) writes nothing
+    and leaves no run folder: the one-line error says it all. A skipped job returns the existing record marked
+    `"skipped": True` (never written back). An error raised from here carries the job's `run_id`.
     """
     fingerprint = F.of_run(cfg, C.data_dir(cfg))
     key = record_key(cfg, fingerprint)
@@ -56,25 +61,38 @@ def run(cfg) -> dict:
     existing = None if cfg.get("force") else done_record(cfg, key, fingerprint)
     if existing is not None:
         log.info("skipping %s: an ok record exists (force=true reruns it)", Path(cfg.out_dir) / existing["run_id"])
-        return existing
+        return {**existing, "skipped": True}
+    check_writable(cfg.out_dir)  # before any training: a record that cannot be saved is work lost
     record = {"key": key, "run_id": run_dir.name, "status": "running",
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": C.to_plain(cfg),
               "fingerprint": fingerprint, "notes": []}
     logger = make_logger(cfg.logger)
+    new_dir, bad_input = not run_dir.exists(), False
     try:
         C.validate(cfg)  # inside: a sweep's invalid job is recorded as failed, with the one-line reason
         logger.start(record["config"], run_dir, run_dir.name)
         _execute(cfg, record, run_dir, logger)
         record["status"] = "ok"
+    except KeyboardInterrupt as err:  # Ctrl-C: not a failure of the run, and the record must never stay "running"
+        record.update(status="interrupted", error="KeyboardInterrupt: interrupted by the user (Ctrl-C)")
+        err.run_id = run_dir.name
+        raise
     except (BeftError, Diverged, torch.cuda.OutOfMemoryError) as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        bad_input = isinstance(err, BeftError)
+        err.run_id = run_dir.name
         raise
-    except BaseException as err:  # KeyboardInterrupt too: the record must never stay "running"
+    except BaseException as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        err.run_id = run_dir.name
         raise
     finally:
-        write_json_atomic(run_dir / RECORD, record)
+        keep = record_bad_input or not bad_input
+        if keep:
+            write_json_atomic(run_dir / RECORD, record)
         logger.finish(record)
+        if not keep and new_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)   # what the run began (a logger's files)
     return record
 
 

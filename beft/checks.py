@@ -1,0 +1,224 @@
+"""Checks of the command line and of a composed config that need no model code, so a typo comes back at once.
+
+This module imports only omegaconf, hydra and beft.errors: run.py calls it before torch, transformers,
+scikit-learn and scipy are imported (those take seconds). Every check raises a one-line BeftError that names
+what is wrong and what is valid. beft.config.validate calls `check_values` too, so a sweep's job and a direct
+`beft.pipeline.run(cfg)` get the same checks.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from beft.errors import BeftError, choices_error
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# Nodes whose keys are data, not settings (a tiny model's transformers config, a task's splits and sizes):
+# `+task.sizes.tiny=50` may add a key there.
+OPEN_NODES = {"model.tiny", "task.sizes", "task.local.eval", "task.local.fields", "task.local.label_map",
+              "task.hub.eval"}
+
+
+def group_choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def hydra_group_choices(group: str) -> list[str]:
+    """Options of a group under hydra/ (launchers, sweepers): ours in conf/hydra/ and the installed plugins'."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # registers the plugins' configs (joblib, submitit_local, submitit_slurm)
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
+    return sorted(loader.get_group_options(group))
+
+
+@lru_cache(maxsize=None)
+def _option(path: Path) -> dict:
+    """One option file's content, after the files of its own group that its `defaults` list includes."""
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+    content: dict = {}
+    for entry in data.pop("defaults", None) or []:
+        if isinstance(entry, str) and entry != "_self_" and (path.parent / f"{entry}.yaml").is_file():
+            content = _union(content, _option(path.parent / f"{entry}.yaml"))
+    return _union(content, data)
+
+
+def _union(a, b):
+    """The keys of two config trees together (a node that is a mapping in either one stays a mapping)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _union(a.get(k), b.get(k)) if k in a and k in b else a.get(k, b.get(k)) for k in {*a, *b}}
+    return a if isinstance(a, dict) else b
+
+
+@lru_cache(maxsize=None)
+def known_keys(group: str | None) -> dict:
+    """Every key any option of `group` sets (None: the top level, conf/config.yaml and the group names)."""
+    if group is None:
+        top = _option(CONF_DIR / "config.yaml")
+        top = {k: v for k, v in top.items() if k != "hydra"}   # hydra.* keys are Hydra's to check
+        return {**top, **{p.name: None for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"}}
+    tree: dict = {}
+    for path in sorted((CONF_DIR / group).glob("*.yaml")):
+        tree = _union(tree, _option(path))
+    return tree
+
+
+def check_key(key: str, verb: str = "") -> None:
+    """Refuse a config key that no option of its group knows (`trainer.epoch`, `+method.term`), listing the
+    valid ones. Hydra refuses some of these with a message that names no valid key, and silently keeps a
+    misspelled `+key` that nothing reads."""
+    parts = key.split(".")
+    if parts[0] == "hydra":
+        return
+    group = parts[0] if (CONF_DIR / parts[0]).is_dir() and len(parts) > 1 else None
+    node, path = known_keys(group), parts[1:] if group else parts
+    seen = [group] if group else []
+    for part in path:
+        if not isinstance(node, dict) or ".".join(seen) in OPEN_NODES:
+            return
+        if part not in node:
+            where = f"of {'.'.join(seen)}" if seen else "at the top level"
+            raise BeftError(f"unknown config key {key!r}{verb}; valid keys {where}: {', '.join(sorted(node))}")
+        node, seen = node[part], seen + [part]
+
+
+def check_overrides(overrides: list[str], multirun: bool | None = None) -> None:
+    """Group options (`model=foo`, `method=a,b`, `hydra/launcher=x`) and config keys, before Hydra composes.
+
+    With `multirun` given (True or False: the command would run jobs), an experiment's own sweep is checked
+    too, and an experiment that sweeps must be run with -m.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as err:
+        bad = next((o for o in overrides if not _parses(o)), None)
+        raise BeftError(f"cannot parse the override {bad!r}: {str(err).splitlines()[0]} (the grammar: key=value, "
+                        "+key=value, group=option, and with -m key=a,b)") from None
+    for override in parsed:
+        key = override.key_or_group
+        if override.is_delete() or override.package is not None:
+            continue
+        values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        if key.startswith("hydra/"):
+            choices = hydra_group_choices(key)
+            for value in values:
+                if isinstance(value, str) and value not in choices:
+                    raise choices_error(key, value, choices)
+        elif "/" in key or (CONF_DIR / key).is_dir():
+            for value in values:
+                check_option(key, value)
+                if key == "experiment" and value is not None and multirun is not None:
+                    check_experiment(str(value), multirun)
+        else:
+            check_key(key, " (a '+' adds a key, but nothing would read this one)" if override.is_add() else "")
+
+
+def _parses(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        OverridesParser.create().parse_overrides([override])
+        return True
+    except OverrideParseException:
+        return False
+
+
+def check_option(group: str, value) -> None:
+    choices = group_choices(group)
+    if not (CONF_DIR / group).is_dir() or (value is not None and str(value) not in choices):
+        raise choices_error(group, value, choices)
+
+
+def check_experiment(name: str, multirun: bool) -> None:
+    """An experiment's sweep names only options and keys that exist, and it runs with -m."""
+    data = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml"), resolve=False) or {}
+    params = ((data.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    sweep = [f"{k}={v}" for k, v in params.items()]
+    for entry in data.get("defaults") or []:   # `override /model: bert-base-cased`
+        for target, option in (entry.items() if isinstance(entry, dict) else []):
+            sweep.append(f"{target.split()[-1].strip('/')}={option}")
+    for override in sweep:
+        try:
+            check_overrides([override])
+        except BeftError as err:
+            raise BeftError(f"experiment={name} sets {override}: {err}") from None
+    if params and not multirun:
+        raise BeftError(f"experiment={name} is a sweep (over {', '.join(params)}): run it with -m, "
+                        f"e.g. python run.py -m experiment={name}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _whole(value, at_least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= at_least
+
+
+def _bad(key: str, value, valid: str) -> BeftError:
+    shown = str(value).lower() if isinstance(value, bool) or value is None else repr(value)  # as typed: true, null
+    return BeftError(f"{key}={shown} is not valid: {valid}")
+
+
+def check_values(cfg) -> None:
+    """Values Hydra accepts but a run cannot use: zero epochs, a negative learning rate, seed=1.5, n=true."""
+    t, seed = cfg.trainer, cfg.get("seed")
+    if not _whole(seed, 0) or seed >= 2**32:
+        raise _bad("seed", seed, "a whole number from 0 to 2**32-1 (sweep several with -m seed=0,1,2)")
+    for name in ("epochs", "max_steps"):
+        if t.get(name) is not None and not _whole(t.get(name), 1):
+            raise _bad(f"trainer.{name}", t.get(name), "a whole number >= 1, or null for the task's own")
+    for name in ("batch_size", "eval_batch_size", "grad_accum", "max_length"):
+        if not _whole(t.get(name), 1):
+            raise _bad(f"trainer.{name}", t.get(name), "a whole number >= 1")
+    lr = t.get("lr")
+    if lr is not None and not (_number(lr) and math.isfinite(lr) and lr > 0):
+        raise _bad("trainer.lr", lr, "a finite number > 0 (e.g. 1e-3), or null for the task's paper value")
+    for name, low in (("adam_eps", 0.0), ("max_grad_norm", 0.0)):
+        if not (_number(t.get(name)) and math.isfinite(t.get(name)) and t.get(name) > low):
+            raise _bad(f"trainer.{name}", t.get(name), "a finite number > 0")
+    if not (_number(t.get("weight_decay")) and math.isfinite(t.weight_decay) and t.weight_decay >= 0):
+        raise _bad("trainer.weight_decay", t.get("weight_decay"), "a finite number >= 0")
+    for name, valid in (("precision", ("auto", "fp32", "bf16", "fp16")), ("schedule", ("constant", "linear"))):
+        if t.get(name) not in valid:
+            raise choices_error(f"trainer.{name}", t.get(name), valid)
+    n = cfg.regime.get("n")
+    if n is not None and not _whole(n, 1):
+        raise _bad("regime.n", n, "a positive number of training examples, or null for the regime's size "
+                                  f"({dict(cfg.task.get('sizes') or {})})")
+    if cfg.get("force") not in (False, True, "record"):
+        raise _bad("force", cfg.get("force"), "false, true (recompute everything) or record (reuse trainings)")
+
+
+def check_writable(out_dir) -> None:
+    """Fail before any training if records could not be saved under out_dir; leave nothing behind."""
+    path = Path(str(out_dir)).expanduser().absolute()
+    made, probe = [], path
+    while not probe.exists() and probe != probe.parent:
+        made.append(probe)   # deepest first: removed in this order afterwards
+        probe = probe.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path, prefix=".beft-write-check-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise BeftError(f"out_dir={out_dir} is not writable ({err.strerror or err}): no record could be saved; "
+                        f"give a writable out_dir=...") from None
+    finally:
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
