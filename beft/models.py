@@ -7,6 +7,7 @@ random-weight model from a config dict, for plumbing tests of families whose wei
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import importlib.metadata
@@ -50,14 +51,31 @@ def weights_location(model_cfg) -> dict:
     return {"kind": "hub", "path": str(model_cfg.hub_id), "revision": model_cfg.get("revision") or "main"}
 
 
+@contextlib.contextmanager
+def loading(model_cfg, where: dict, what: str):
+    """An OSError from transformers or the hub (offline without a local copy, a wrong path, a gated model) as
+    one line naming the model, where it was looked for and the offline way, instead of chained tracebacks."""
+    try:
+        yield
+    except OSError as err:
+        offline = "; HF_HUB_OFFLINE is set, so nothing is downloaded" if os.environ.get("HF_HUB_OFFLINE") else ""
+        source = f"the hub id {where['path']}" if where.get("kind") == "hub" else where["path"]
+        raise BeftError(f"could not load the {what} of model {model_cfg.get('name')!r} from {source}{offline}: "
+                        f"{(str(err).strip().splitlines() or [type(err).__name__])[0]} To run offline, download it "
+                        f"once and give model.path=<dir with config.json and weights>") from err
+
+
 def load_tokenizer(model_cfg):
     source = model_cfg.get("tokenizer") or None
     if source is None:
         where = weights_location(model_cfg)
-        return AutoTokenizer.from_pretrained(where["path"], revision=where.get("revision"))
+        with loading(model_cfg, where, "tokenizer"):
+            return AutoTokenizer.from_pretrained(where["path"], revision=where.get("revision"))
     # Tiny models borrow a real tokenizer; it is described like a model (path / package / hub_id).
-    where = weights_location(source if hasattr(source, "get") else {"hub_id": source, "name": "tokenizer"})
-    return AutoTokenizer.from_pretrained(where["path"], revision=where.get("revision"))
+    source = source if hasattr(source, "get") else {"hub_id": source, "name": "tokenizer"}
+    where = weights_location(source)
+    with loading(source, where, "tokenizer"):
+        return AutoTokenizer.from_pretrained(where["path"], revision=where.get("revision"))
 
 
 def _tiny_config(model_cfg, **head_kwargs):
@@ -124,13 +142,10 @@ def load_weights(auto_class, model_cfg, attn_implementation: str, config_kwargs=
     hf_logging.set_verbosity_error()  # the "classifier newly initialised" report is expected, not news
     hf_logging.disable_progress_bar()
     try:
-        model = auto_class.from_pretrained(where["path"], revision=where.get("revision"),
-                                           attn_implementation=attn_implementation, **config_kwargs,
-                                           **(load_kwargs or {}))
-    except OSError as err:
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise BeftError(f"could not load model {model_cfg.name!r} from {where['path']}{offline}: "
-                        f"{str(err).splitlines()[0]}") from err
+        with loading(model_cfg, where, "weights"):
+            model = auto_class.from_pretrained(where["path"], revision=where.get("revision"),
+                                               attn_implementation=attn_implementation, **config_kwargs,
+                                               **(load_kwargs or {}))
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
@@ -143,7 +158,8 @@ def encoder_skeleton(model_cfg, num_labels: int):
         config = _tiny_config(model_cfg, num_labels=num_labels)
     else:
         where = weights_location(model_cfg)
-        config = AutoConfig.from_pretrained(where["path"], revision=where.get("revision"), num_labels=num_labels)
+        with loading(model_cfg, where, "config"):
+            config = AutoConfig.from_pretrained(where["path"], revision=where.get("revision"), num_labels=num_labels)
     with torch.device("meta"):
         return AutoModelForSequenceClassification.from_config(config)
 

@@ -13,7 +13,23 @@ from beft.evaluate import autocast, to_device
 
 
 class Diverged(RuntimeError):
-    """The training loss became NaN or infinite; the run is recorded as failed."""
+    """The training loss became NaN or infinite, or exploded; the run is recorded as failed."""
+
+
+# A batch loss this many times the first batch's (or 1, if that was smaller) is divergence. A working run's loss
+# falls, and a batch's loss rarely reaches a few times its start; lr=1e6 reaches 1e5 times its start while still
+# finite, and would otherwise be recorded ok.
+DIVERGENCE_FACTOR = 100.0
+
+
+def check_loss(loss: float, first: float | None, epoch: int, step: int) -> None:
+    """Raise Diverged for a non-finite loss, or one above DIVERGENCE_FACTOR x max(first batch loss, 1)."""
+    if not math.isfinite(loss):
+        raise Diverged(f"training loss became {loss} at epoch {epoch}, step {step}")
+    limit = DIVERGENCE_FACTOR * max(first if first is not None else loss, 1.0)
+    if loss > limit:
+        raise Diverged(f"training loss exploded to {loss:.4g} at epoch {epoch}, step {step} (first batch: "
+                       f"{first:.4g}; limit {DIVERGENCE_FACTOR:g} x max(first, 1) = {limit:.4g}); lower trainer.lr")
 
 
 @dataclass
@@ -66,15 +82,17 @@ def train(model, workload, data, s: TrainSettings, on_epoch_end=None, on_step_en
     start = time.perf_counter()
     model.train()
     bar = tqdm(total=total_steps, desc=s.desc, disable=not s.progress, leave=False, dynamic_ncols=True)
+    first_loss = None
     for epoch in range(s.epochs):
         epoch_start, losses = time.perf_counter(), []
         for i, batch in enumerate(workload.batches(data, s.batch_size, generator, s.group_by_length)):
             with autocast(device, s.precision):
                 loss = workload.loss(model, to_device(batch, device))
-            if not torch.isfinite(loss):
-                raise Diverged(f"training loss became {loss.item()} at epoch {epoch}, step {log.steps}")
+            value = loss.item()
+            check_loss(value, first_loss, epoch, log.steps)
+            first_loss = value if first_loss is None else first_loss
             (loss / s.grad_accum).backward()
-            losses.append(loss.item())
+            losses.append(value)
             if (i + 1) % s.grad_accum == 0 or i + 1 == batches_per_epoch:
                 torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
                 optimizer.step()

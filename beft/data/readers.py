@@ -10,6 +10,7 @@ Every reader has the same signature, `read(path, fields, label_fn, **options) ->
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -64,6 +65,22 @@ def _canonical(record: Mapping, fields: Mapping[str, str], label_fn: LabelFn, pa
     return example
 
 
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """A data file's text. Bytes that are not UTF-8 text (a binary or wrongly encoded file) are one error naming
+    the file and line, not a UnicodeDecodeError deep inside a reader."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise BeftError(f"{path} line {line} is not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}): "
+                        f"a binary or wrongly encoded file? Task files must be UTF-8") from None
+    if "\x00" in text:
+        line = text[:text.index("\x00")].count("\n") + 1
+        raise BeftError(f"{path} line {line} holds a NUL byte: a binary file, not UTF-8 text as task files must be")
+    return text
+
+
 def _check_columns(path: Path, names: list[str], fields: Mapping[str, str]) -> None:
     # A missing label column usually means an unlabelled (test) file was given as an evaluation split.
     missing = [c for c in fields.values() if c not in names]
@@ -79,7 +96,7 @@ def read_glue_tsv(path: Path, fields: Mapping[str, str], label_fn: LabelFn, *,
     header=False (CoLA train/dev) takes the column names from `columns`.
     """
     # utf-8-sig: the GLUE MRPC files start with a byte-order mark before "Quality".
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with io.StringIO(read_text(path, "utf-8-sig"), newline="") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         if header:
             names = next(rows, [])
@@ -102,7 +119,7 @@ def read_glue_tsv(path: Path, fields: Mapping[str, str], label_fn: LabelFn, *,
 def read_jsonl(path: Path, fields: Mapping[str, str], label_fn: LabelFn) -> list[dict]:
     """A SuperGLUE JSON-lines file (one object per line)."""
     examples = []
-    with open(path, encoding="utf-8") as f:
+    with io.StringIO(read_text(path), newline=None) as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -126,8 +143,8 @@ def read_wic_original(path: Path, fields: Mapping[str, str], label_fn: LabelFn) 
     Sentences here are tokenised ("gear ." not "gear."); the hub's SuperGLUE copy is detokenised.
     """
     gold_path = _wic_gold(path)
-    data_lines = path.read_text(encoding="utf-8").splitlines()
-    gold_lines = gold_path.read_text(encoding="utf-8").splitlines()
+    data_lines = read_text(path).splitlines()
+    gold_lines = read_text(gold_path).splitlines()
     while data_lines and not data_lines[-1].strip():
         data_lines.pop()
     while gold_lines and not gold_lines[-1].strip():

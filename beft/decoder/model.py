@@ -5,13 +5,10 @@ while everything that can train stays fp32: `keep_trainable_fp32` upcasts biases
 """
 from __future__ import annotations
 
-import os
-
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from beft.errors import BeftError
-from beft.models import _tiny_config, load_weights, weights_location
+from beft.models import _tiny_config, load_weights, loading, weights_location
 from beft.trainable import ADAPTER_PARTS
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -21,12 +18,8 @@ def model_config(model_cfg):
     if model_cfg.get("tiny"):
         return _tiny_config(model_cfg)
     where = weights_location(model_cfg)
-    try:
+    with loading(model_cfg, where, "config"):
         return AutoConfig.from_pretrained(where["path"], revision=where.get("revision"))
-    except OSError as err:
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise BeftError(f"could not load the config of model {model_cfg.name!r} from {where['path']}{offline}: "
-                        f"{str(err).splitlines()[0]}") from err
 
 
 def context_length(config) -> int:
