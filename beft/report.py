@@ -46,7 +46,7 @@ def make_tables(runs_dir: Path, paper_dir: Path, tables_dir: Path, figures_dir: 
         if ok.empty:
             continue
         name = experiment or "runs"
-        report.tables += _experiment_tables(name, ok, int((mine["status"] == "failed").sum()), paper, tables_dir)
+        report.tables += _experiment_tables(name, ok, int((mine["status"] != "ok").sum()), paper, tables_dir)
         if with_figures:
             report.figures += F.all_figures(store, ok, name, figures_dir)
     fig1 = T.fig1_scores(store, paper_dir)
@@ -97,8 +97,8 @@ def _summary(store: Store, out: Path) -> Path:
     if not runs.empty:
         counts = runs.groupby(["experiment", "status"]).size().unstack(fill_value=0)
         for experiment, row in counts.sort_index().iterrows():
-            lines.append(f"| {experiment or '(top level)'} | {row.get('ok', 0)} | {row.get('failed', 0)} |")
-        failed = runs[runs["status"] == "failed"].sort_values("path")
+            lines.append(f"| {experiment or '(top level)'} | {row.get('ok', 0)} | {row.sum() - row.get('ok', 0)} |")
+        failed = runs[runs["status"] != "ok"].sort_values("path")   # interrupted runs too
         if len(failed):
             lines += ["", "## Failed runs (rerun the sweep to retry them)", ""]
             lines += [f"- `{r.path}`: {str(r.error).splitlines()[0] if r.error else 'no error recorded'}"

@@ -19,6 +19,8 @@ from beft.fingerprint import digest
 
 log = logging.getLogger("beft")
 RECORD = "result.json"
+STATUSES = ("ok", "failed", "interrupted")   # interrupted (Ctrl-C) counts like failed: not in any table
+CELL = ["experiment", "model", "task", "regime_label", "variant", "arm", "seed"]   # one number in a table
 
 # Display order: the paper's model, task and regime order, then anything else alphabetically.
 MODELS = ["bert-base-cased", "bert-large-cased", "roberta-base", "minilm", "opt-1.3b", "opt-6.7b", "llama2-7b",
@@ -114,8 +116,8 @@ def read_store(root: Path) -> Store:
         where = path.relative_to(root)
         try:
             record = json.loads(path.read_text())
-            if record.get("status") not in ("ok", "failed"):
-                raise ValueError(f"status {record.get('status')!r} is neither ok nor failed")
+            if record.get("status") not in STATUSES:
+                raise ValueError(f"status {record.get('status')!r} is not one of {', '.join(STATUSES)}")
             row = _row(record, where.parts[0] if len(where.parts) > 1 else "", where)
             value = row["value"]
             if record["status"] == "ok" and (not isinstance(value, (int, float)) or not math.isfinite(value)):
@@ -133,8 +135,22 @@ def read_store(root: Path) -> Store:
         runs = runs.sort_values(["experiment", "key", "status", "created", "path"],
                                 ascending=[True, True, False, False, True])  # "ok" > "failed"
         runs = runs.drop_duplicates(["experiment", "key"], keep="first")
+        runs = _one_per_cell(runs)
         runs = runs.sort_values(["experiment", "path"]).reset_index(drop=True)
     return Store(runs, records, skipped)
+
+
+def _one_per_cell(runs: pd.DataFrame) -> pd.DataFrame:
+    """Two ok records with different keys can fall in one table cell (a setting the cell does not show, such
+    as budget=types on a fixed method, or a `+key`): the table uses the newest, and says so once per cell."""
+    ok = runs[runs["status"] == "ok"].sort_values(["created", "path"], ascending=[False, True])
+    extra = ok[ok.duplicated(CELL, keep="first")]
+    for _, cell in ok[ok.duplicated(CELL, keep=False)].groupby(CELL, sort=True):
+        used, *others = list(cell["run_id"])
+        log.warning("%d ok records for one table cell (%s): %s; the tables use %s (the newest)", len(cell),
+                    " ".join(str(cell.iloc[0][c]) for c in CELL if c != "variant"), ", ".join([used, *others]),
+                    used)
+    return runs.drop(index=extra.index)
 
 
 def sort_runs(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
