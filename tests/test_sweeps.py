@@ -41,6 +41,7 @@ def test_killed_sweep_resumes_with_one_ok_record_per_job(tmp_path):
 
     again = sweep(tmp_path, *SMOKE_SST2)
     assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.splitlines()[-1] == f"{8 - len(before)} ok, {len(before)} skipped (already done), 0 failed"
     after = records(tmp_path)
     assert len(after) == 8 and all(r["status"] == "ok" for r in after)
     assert len({r["key"] for r in after}) == 8                        # no duplicates
@@ -48,13 +49,15 @@ def test_killed_sweep_resumes_with_one_ok_record_per_job(tmp_path):
     assert not list((tmp_path / "runs").glob("*/.*.tmp"))             # no temp file counts or stays
 
 
-def test_failed_job_is_recorded_and_the_sweep_goes_on_under_joblib(tmp_path):
+def test_failed_job_is_recorded_the_sweep_goes_on_and_exits_non_zero_under_joblib(tmp_path):
     done = sweep(tmp_path, "model=tiny-bert", "method=fixed-v", "trainer.epochs=1", "regime.n=32,999999999",
                  "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 1, done.stderr[-2000:]
     by_n = {r["config"]["regime"]["n"]: r for r in records(tmp_path)}
     assert by_n[32]["status"] == "ok"
     assert by_n[999999999]["status"] == "failed" and "999999999" in by_n[999999999]["error"]
+    # The jobs ran in joblib's worker processes; the summary still counts both.
+    assert done.stdout.splitlines()[-1] == f"1 ok, 0 skipped (already done), 1 failed: {by_n[999999999]['run_id']}"
 
 
 def test_parallel_jobs_get_their_own_gpu_and_a_share_of_the_cpus():
