@@ -3,6 +3,7 @@
     python scripts/bench.py                       # step time and peak memory: full, lora, bitfit, v-only (minilm)
     python scripts/bench.py --end-to-end          # SST-2 low-data v-only run: beft defaults vs the authors' protocol
     python scripts/bench.py --decoder             # SmolLM2 prompted SST-2: candidate scoring now vs before
+    python scripts/bench.py --error-time          # how fast a typo (run.py model=foo) comes back, vs python -c pass
 
 Each training mode runs in its own subprocess so that its peak memory is its own: on CUDA the allocator's
 peak, on CPU the growth of the process's peak resident memory over the loaded model. Results are ratios to
@@ -192,6 +193,35 @@ def _per_seed_ratio(rows):
     return [by[("paper", s)] / by[("default", s)] for s in sorted({r["seed"] for r in rows})]
 
 
+def time_to_first_line(cmd: list[str]) -> tuple[float, str]:
+    """Seconds from start until the command's first line of output (stdout or stderr), and that line."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    line = proc.stdout.readline()
+    elapsed = time.perf_counter() - start
+    proc.communicate()
+    return elapsed, line.strip()
+
+
+def error_time(repeats: int = 5) -> dict:
+    """Median time until `run.py model=foo` prints its error line, and as a ratio to a bare interpreter's start
+    (`python -c "print()"`: `python -c pass`, plus the line that marks its end)."""
+    typo = [time_to_first_line([sys.executable, str(REPO / "run.py"), "model=foo"]) for _ in range(repeats)]
+    bare = [time_to_first_line([sys.executable, "-c", "print()"])[0] for _ in range(repeats)]
+    seconds, python = statistics.median(t for t, _ in typo), statistics.median(bare)
+    return {"error_s": seconds, "python_s": python, "ratio": seconds / python, "line": typo[0][1]}
+
+
+def error_table(repeats: int) -> str:
+    r = error_time(repeats)
+    return "\n".join(["| command | time to its first line (s, median of %d) | / bare python |" % repeats,
+                      "|---|---:|---:|",
+                      f"| python -c \"print()\" (a bare interpreter) | {r['python_s']:.3f} | 1.0 |",
+                      f"| run.py model=foo (error line) | {r['error_s']:.3f} | {r['ratio']:.1f} |",
+                      "", f"error line: {r['line'][:120]}"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm")
@@ -204,6 +234,8 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=128)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out-dir", default=str(REPO / "outputs" / "bench"))
+    parser.add_argument("--error-time", action="store_true", help="time to the error line of a bad override")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--one", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -212,8 +244,12 @@ def main() -> None:
         print(end_to_end(args))
     elif args.decoder:
         print(decoder_rows(args))
+    elif args.error_time:
+        print(error_table(args.repeats))
     else:
         print(step_table(args))
+        print()
+        print(error_table(args.repeats))
 
 
 if __name__ == "__main__":

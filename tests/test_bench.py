@@ -26,3 +26,8 @@ def test_bench_modes_train_the_right_parameters(bench, mode, trainable):
         assert row["trainable"] == trainable
     else:
         assert row["trainable"] > 1_000_000  # every weight, embeddings included
+
+
+def test_error_time_measures_the_error_line_of_a_typo(bench):
+    row = bench.error_time(repeats=1)
+    assert row["line"].startswith("error: unknown model 'foo'") and row["ratio"] > 0
