@@ -123,8 +123,7 @@ def run_job(cfg) -> None:
         with job_resources(cfg):
             record = run(cfg, record_bad_input=multirun)   # a single run's bad input writes nothing
         sweep.note_outcome("skipped" if record.get("skipped") else "ok", record["run_id"])
-        if not record.get("skipped"):   # (a skipped job has said so in its log line)
-            print(summary_line(record), flush=True)
+        print(summary_line(record), flush=True)   # a skipped job's: the existing record's result
     except KeyboardInterrupt as err:
         run_id = getattr(err, "run_id", run_id)
         sweep.note_outcome("interrupted", run_id)
