@@ -1,6 +1,5 @@
 """A sweep tells the truth about itself: its summary line and exit code, Ctrl-C, record permissions, and a table
 that survives two ok records in one cell."""
-import json
 import os
 import signal
 import subprocess
@@ -9,7 +8,6 @@ import time
 
 import pytest
 
-from beft.errors import BeftError
 from beft.pipeline import run
 from beft.record import read_record, write_json_atomic
 from beft.report import make_tables
