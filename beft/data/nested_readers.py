@@ -6,30 +6,12 @@ configs read like every other task. Bad rows are one-line errors naming the file
 """
 from __future__ import annotations
 
-import gzip
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
+from beft.data.text_files import json_lines, read_gzip_text, read_text
 from beft.errors import BeftError
-
-
-def _json_lines(path: Path, opener=open) -> Iterator[tuple[int, dict]]:
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise BeftError(f"malformed row in {path} line {line_no}: not JSON ({err.msg})") from None
-                if not isinstance(record, dict):
-                    raise BeftError(f"malformed row in {path} line {line_no}: expected a JSON object")
-                yield line_no, record
-    except (UnicodeDecodeError, OSError, EOFError) as err:
-        raise BeftError(f"{path} is not readable as {'gzip ' if opener is gzip.open else ''}UTF-8 JSON lines: "
-                        f"{type(err).__name__}: {err}") from None
 
 
 def _pick(flat: dict, fields: Mapping[str, str], path: Path, where: str, label_fn) -> dict:
@@ -59,8 +41,8 @@ def read_squad_json(path: Path, fields: Mapping[str, str], label_fn) -> list[dic
     """The official SQuAD v1.1 JSON (`data[].paragraphs[].qas[]`): one example per question, with its article
     title, context and every gold answer text (the hub's `answers: {text: [...]}` form)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
+        data = json.loads(read_text(path))
+    except ValueError as err:
         raise BeftError(f"{path} is not the SQuAD JSON format (data[].paragraphs[].qas[]): {err}") from None
     examples = []
     for a, article in enumerate(_field(data, path, "(top level)", "data")):
@@ -81,7 +63,7 @@ def read_drop_jsonl_gz(path: Path, fields: Mapping[str, str], label_fn) -> list[
     and whose `ref_text` lists every accepted answer separated by "|". Split back into passage, question and the
     hub's `answers_spans: {spans: [...]}`."""
     examples = []
-    for line_no, record in _json_lines(path, gzip.open):
+    for line_no, record in json_lines(path, read_gzip_text(path)):
         where = f"line {line_no}"
         context = str(_field(record, path, where, "context"))
         if not context.startswith("Passage: ") or "\nQuestion: " not in context:
@@ -97,7 +79,7 @@ def read_drop_jsonl_gz(path: Path, fields: Mapping[str, str], label_fn) -> list[
 def read_multirc_jsonl(path: Path, fields: Mapping[str, str], label_fn) -> list[dict]:
     """SuperGLUE MultiRC (`passage.questions[].answers[]`): one example per (question, answer) pair."""
     examples = []
-    for line_no, record in _json_lines(path):
+    for line_no, record in json_lines(path, read_text(path)):
         where = f"line {line_no}"
         paragraph = _field(record, path, where, "passage", "text")
         for question in _field(record, path, where, "passage", "questions"):
@@ -113,7 +95,7 @@ def read_record_jsonl(path: Path, fields: Mapping[str, str], label_fn) -> list[d
     """SuperGLUE ReCoRD (`passage.entities[]` as inclusive character spans, `qas[]`): one example per query, with
     the entity strings and the gold answer strings."""
     examples = []
-    for line_no, record in _json_lines(path):
+    for line_no, record in json_lines(path, read_text(path)):
         where = f"line {line_no}"
         text = _field(record, path, where, "passage", "text")
         entities = [text[e["start"]:e["end"] + 1] for e in _field(record, path, where, "passage", "entities")]

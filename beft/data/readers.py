@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from beft.data.nested_readers import NESTED_READERS
+from beft.data.text_files import json_lines, read_text
 from beft.errors import BeftError, choices_error
 
 LabelFn = Callable[[object], object]
@@ -65,22 +65,6 @@ def _canonical(record: Mapping, fields: Mapping[str, str], label_fn: LabelFn, pa
     return example
 
 
-def read_text(path: Path, encoding: str = "utf-8") -> str:
-    """A data file's text. Bytes that are not UTF-8 text (a binary or wrongly encoded file) are one error naming
-    the file and line, not a UnicodeDecodeError deep inside a reader."""
-    data = Path(path).read_bytes()
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise BeftError(f"{path} line {line} is not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}): "
-                        f"a binary or wrongly encoded file? Task files must be UTF-8") from None
-    if "\x00" in text:
-        line = text[:text.index("\x00")].count("\n") + 1
-        raise BeftError(f"{path} line {line} holds a NUL byte: a binary file, not UTF-8 text as task files must be")
-    return text
-
-
 def _check_columns(path: Path, names: list[str], fields: Mapping[str, str]) -> None:
     # A missing label column usually means an unlabelled (test) file was given as an evaluation split.
     missing = [c for c in fields.values() if c not in names]
@@ -118,19 +102,8 @@ def read_glue_tsv(path: Path, fields: Mapping[str, str], label_fn: LabelFn, *,
 
 def read_jsonl(path: Path, fields: Mapping[str, str], label_fn: LabelFn) -> list[dict]:
     """A SuperGLUE JSON-lines file (one object per line)."""
-    examples = []
-    with io.StringIO(read_text(path), newline=None) as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BeftError(f"malformed row in {path} line {line_no}: not JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise BeftError(f"malformed row in {path} line {line_no}: expected a JSON object")
-            examples.append(_canonical(record, fields, label_fn, path, line_no))
-    return examples
+    return [_canonical(record, fields, label_fn, path, line_no)
+            for line_no, record in json_lines(path, read_text(path))]
 
 
 def _wic_gold(path: Path) -> Path:
