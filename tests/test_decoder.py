@@ -176,3 +176,19 @@ def test_greedy_decoding_stops_at_a_newline_and_agrees_without_cache(workload):
         model.model.decoder.final_layer_norm.weight.zero_()
         model.model.decoder.final_layer_norm.bias.fill_(1.0)
     assert greedy(model, prompts, 12, stop, wl.coder.pad) == [[], [], []]
+
+
+@pytest.mark.parametrize("model", ["tiny-opt", "tiny-llama", "tiny-qwen2"])
+def test_shared_prompt_scoring_equals_one_row_per_candidate(workload, model, monkeypatch):
+    """ReCoRD: many multi-token entities after one long passage. Scoring them from one cached prompt pass gives
+    the numbers of scoring each (prompt + entity) row on its own."""
+    wl, _ = workload(f"model={model}", "task=record", "method=fixed-v", "task.decoder.n_eval=4")
+    model_, _ = wl.new_model()
+    model_.eval()
+    data = wl.eval_sets["validation"]
+    assert all(wl._shares_prompt(item) for item in data.items)
+    shared = wl.candidate_scores(model_, data)
+    monkeypatch.setattr(type(wl), "_shares_prompt", lambda self, item: False)
+    rows = wl.candidate_scores(model_, data)
+    for a, b in zip(shared, rows):
+        assert a == pytest.approx(b, abs=1e-4)

@@ -52,6 +52,33 @@ def candidate_scores(model, batch: dict) -> torch.Tensor:
     return choice_scores(sums, counts, batch)
 
 
+@torch.no_grad()
+def shared_prompt_scores(model, prefix: list[int], options: list[list[int]], pad: int) -> torch.Tensor:
+    """Mean log-probability of each (multi-token) candidate after one prompt, the prompt computed once: one
+    forward pass over BOS + prompt keeps its keys and values, which every candidate row then reuses (the cache is
+    repeated across the rows), so only the candidates' own tokens are computed again. Evaluation only."""
+    device = next(model.parameters()).device
+    out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
+    first = out.logits[0, -1].float().log_softmax(-1)            # predicts every candidate's first token
+    n, width, length = len(options), max(len(o) for o in options), len(prefix)
+    totals = torch.stack([first[o[0]] for o in options])
+    if width > 1:
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n)
+        ids = torch.full((n, width), pad, dtype=torch.long)
+        attention = torch.zeros((n, length + width), dtype=torch.long)
+        attention[:, :length] = 1
+        for r, option in enumerate(options):
+            ids[r, :len(option)] = torch.tensor(option)
+            attention[r, length:length + len(option)] = 1
+        positions = (length + torch.arange(width)).expand(n, width)
+        logp = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
+                     past_key_values=cache).logits.float().log_softmax(-1)
+        for r, option in enumerate(options):      # token j of a candidate is predicted at its position j - 1
+            totals[r] = totals[r] + sum(logp[r, j - 1, option[j]] for j in range(1, len(option)))
+    return totals / torch.tensor([len(o) for o in options], device=totals.device)
+
+
 def choice_scores(sums: torch.Tensor, counts: torch.Tensor, batch: dict) -> torch.Tensor:
     """[examples, candidates] mean log-probabilities; -inf where an example has fewer candidates."""
     n_examples = len(batch["labels"])

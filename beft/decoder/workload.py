@@ -153,13 +153,28 @@ class DecoderWorkload:
     def candidate_scores(self, model, data: PromptSet) -> list[np.ndarray]:
         """Mean log-probability of every candidate of every example, in the split's order."""
         out = [None] * len(data)
-        for chunk in self.coder.eval_chunks(data, int(self.cfg.trainer.eval_batch_size)):
-            batch = to_device(self.coder.collate([data.items[i] for i in chunk], "all"), self.device)
+        shared = [i for i, item in enumerate(data.items) if self._shares_prompt(item)]
+        for i in shared:   # many multi-token candidates after one long prompt (ReCoRD): the prompt once
+            item = data.items[i]
+            with autocast(self.device, self.precision):
+                out[i] = scoring.shared_prompt_scores(model, self.coder.bos + item.prompt, item.options,
+                                                      self.coder.pad).cpu().numpy()
+        rest = PromptSet([data.items[i] for i in range(len(data)) if out[i] is None])
+        index = [i for i in range(len(data)) if out[i] is None]
+        for chunk in self.coder.eval_chunks(rest, int(self.cfg.trainer.eval_batch_size)):
+            batch = to_device(self.coder.collate([rest.items[i] for i in chunk], "all"), self.device)
             with autocast(self.device, self.precision):
                 scores = scoring.candidate_scores(model, batch).cpu().numpy()
             for row, i in zip(scores, chunk):
-                out[i] = row[: len(data.items[i].options)]
+                out[index[i]] = row[: len(rest.items[i].options)]
         return out
+
+    def _shares_prompt(self, item) -> bool:
+        """Score this item's candidates from one shared prompt pass: three or more candidates, some of several
+        tokens, the prompt whole (not cut for any candidate) and no prefix adapter (it owns the key/value cache)."""
+        longest = max(len(o) for o in item.options)
+        return (len(item.options) >= 3 and longest > 1 and self.adapter != "prefix"
+                and len(self.coder.bos) + len(item.prompt) + longest <= self.max_length)
 
     @torch.no_grad()
     def generate(self, model, data: PromptSet) -> list[str]:
