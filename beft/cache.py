@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from beft.file_lock import exclusive
+from beft.record import umask
 
 
 # Entries a refreshing cache (force=true) wrote in this process. It reads only these: every training a forced
@@ -57,6 +58,7 @@ class Cache:
         path = self._path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~umask())   # like any file the user writes (mkstemp makes 0600)
         os.close(fd)
         try:
             torch.save(value, tmp)

@@ -77,7 +77,7 @@ def write_json_atomic(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a record is shared like any file the user writes
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600; a record is shared like any file the user writes
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=False, default=_jsonable)
             f.flush()
@@ -88,7 +88,7 @@ def write_json_atomic(path: Path, obj) -> None:
         raise
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0)   # the only way to read it is to set it, so set it straight back
     os.umask(mask)
     return mask
