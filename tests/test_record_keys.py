@@ -118,6 +118,11 @@ def test_every_fingerprinted_record_is_found_from_its_own_config(data_dir):
     for path, record in committed_records(legacy=False):
         cfg = OmegaConf.create(record["config"])
         fingerprint = F.of_run(cfg, str(data_dir))
+        if None in (fingerprint["weights"].get("packages") or {}).values():
+            # The weights' packages are not installed here (CI installs SmolLM2 only): such a record must not
+            # match (its weights cannot be checked), and the rest of its fingerprint must still be today's.
+            assert fingerprint["weights"] != record["fingerprint"]["weights"]
+            fingerprint["weights"] = record["fingerprint"]["weights"]
         assert fingerprint == record["fingerprint"], path
         assert record_key(cfg, fingerprint) == record["key"], path
 
