@@ -113,6 +113,8 @@ def done_record(cfg, key: str, fingerprint: dict) -> dict | None:
 def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
     t0 = time.perf_counter()
     workload = make_workload(cfg)
+    if workload.device.type == "cuda":   # one process may run several jobs (basic launcher): this run's peak only
+        torch.cuda.reset_peak_memory_stats(workload.device)
     timing = {"load": time.perf_counter() - t0}
     # force=true recomputes every training the record depends on; force=record reuses cached trainings.
     cache = Cache(cfg.get("cache_dir"), refresh=cfg.get("force") is True)
@@ -149,6 +151,8 @@ def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
     record["training"] = {"key": result.key, "reused": result.reused, "lr": settings.lr, "epochs": settings.epochs,
                           "steps": result.steps, "batch_size": settings.batch_size, "precision": settings.precision}
     timing.update(train=result.train_seconds, eval=result.eval_seconds, total=time.perf_counter() - t0)
+    if workload.device.type == "cuda":   # the allocator's peak over the whole run (model, probe, training, eval)
+        timing["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(workload.device) / 2**30, 3)
     record["timing"] = timing
     plot = learning_curve(result.history, run_dir / "learning_curve.png", title=run_dir.name)
     logger.log_image("learning_curve", plot)

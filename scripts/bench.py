@@ -143,29 +143,50 @@ def end_to_end(args) -> str:
 
 def decoder_rows(args) -> str:
     """A real decoder (SmolLM2-135M) on prompted SST-2: evaluation examples per second and training step time with
-    one prompt row for all one-token candidates (now) against one row per candidate (before), one process."""
+    one prompt row for all one-token candidates (now) against one row per candidate (before), one process.
+    `--model-path DIR` swaps in another copy of the weights (the GPU check uses SmolLM2's shape with random
+    weights: speed does not depend on the weights' values); `--device` and `--precision` choose where and how."""
     import torch
     from hydra import compose, initialize_config_dir
 
     from beft.decoder import DecoderWorkload
+    from beft.evaluate import autocast, to_device
     from beft.methods import fixed_scope
     from beft.trainable import apply_scope
 
+    overrides = ["model=smollm2-135m", "task=sst2", "method=fixed-v", "regime.n=64", f"task.decoder.n_eval={args.eval_n}",
+                 f"data_dir={os.environ.get('BEFT_DATA_DIR') or REPO.parent / 'shared' / 'data'}",
+                 f"trainer.device={args.device}", f"trainer.precision={args.precision}"]
+    if args.model_path:
+        overrides.append(f"model.path={args.model_path}")
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "model=smollm2-135m", "task=sst2", "method=fixed-v", "regime.n=64", f"task.decoder.n_eval={args.eval_n}",
-            f"data_dir={os.environ.get('BEFT_DATA_DIR') or REPO.parent / 'shared' / 'data'}"])
+        cfg = compose(config_name="config", overrides=overrides)
     wl = DecoderWorkload(cfg)
     model, _ = wl.new_model()
     apply_scope(model, wl.bias_map(), fixed_scope(cfg.method, wl.bias_map()))
+    cuda = wl.device.type == "cuda"
+
+    def timed(work) -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        work()
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    def forward_backward(batch):
+        with autocast(wl.device, wl.precision):
+            loss = wl.loss(model, to_device(batch, wl.device))
+        loss.backward()    # forward + backward: what a training step costs besides Adam
+        model.zero_grad(set_to_none=True)
+
     labels = {False: "before: one row per candidate", True: "now: one prompt row per example"}
     eval_s, step_s = {False: [], True: []}, {False: [], True: []}
     # Interleaved (before, now, now, before, ...), so load from other processes falls on both alike.
     for fast in (False, True, True, False):
         wl.coder.one_row_for_one_token = fast
-        start = time.perf_counter()
-        wl.evaluate(model)
-        eval_s[fast].append(time.perf_counter() - start)
+        eval_s[fast].append(timed(lambda: wl.evaluate(model)))
     model.train()
     items = wl.train_set.items
     for step in range(args.steps):
@@ -173,18 +194,19 @@ def decoder_rows(args) -> str:
         for fast in ((False, True) if step % 2 else (True, False)):
             wl.coder.one_row_for_one_token = fast
             batch = wl.coder.collate(chunk, "all")
-            start = time.perf_counter()
-            wl.loss(model, batch).backward()    # forward + backward: what a training step costs besides Adam
-            model.zero_grad(set_to_none=True)
-            step_s[fast].append(time.perf_counter() - start)
+            step_s[fast].append(timed(lambda: forward_backward(batch)))
     rows = {labels[f]: {"eval_per_s": args.eval_n / statistics.median(eval_s[f]),
                         "step_s": statistics.median(step_s[f][1:])} for f in (False, True)}
     before, now = rows.values()
-    lines = [f"smollm2-135m, SST-2 prompts, {args.eval_n} validation examples (2 evaluations each), forward + "
-             f"backward of a training batch of 8 (added b_v, {args.steps} batches each), interleaved, "
-             f"{torch.get_num_threads()} threads, cpu", "",
+    weights = f"random weights in {args.model_path}" if args.model_path else "its packaged weights"
+    where = (f"{torch.cuda.get_device_name(wl.device)}, {wl.precision}, peak GPU memory "
+             f"{torch.cuda.max_memory_allocated(wl.device) / 2**30:.2f} GiB" if cuda
+             else f"{torch.get_num_threads()} threads, cpu, {wl.precision}")
+    lines = [f"smollm2-135m ({weights}), SST-2 prompts, {args.eval_n} validation examples (2 evaluations each), "
+             f"forward + backward of a training batch of 8 (added b_v, {args.steps} batches each), interleaved, "
+             f"{where}", "",
              "| scoring | eval examples / s | train step (s, median) |", "|---|---:|---:|"]
-    lines += [f"| {k} | {v['eval_per_s']:.1f} | {v['step_s']:.2f} |" for k, v in rows.items()]
+    lines += [f"| {k} | {v['eval_per_s']:.1f} | {v['step_s']:.3f} |" for k, v in rows.items()]
     lines += ["", f"now / before: evaluation {now['eval_per_s'] / before['eval_per_s']:.2f}x the examples per second, "
                   f"training step {before['step_s'] / now['step_s']:.2f}x faster. Decoders also evaluate once after "
                   "training (trainer.eval_every_epoch null), not every epoch: 1 evaluation instead of 5 on the "
@@ -236,6 +258,8 @@ def main() -> None:
     parser.add_argument("--end-to-end", action="store_true")
     parser.add_argument("--decoder", action="store_true", help="SmolLM2 scoring: one prompt row vs one per candidate")
     parser.add_argument("--eval-n", type=int, default=128)
+    parser.add_argument("--model-path", help="--decoder: load the weights from this folder instead")
+    parser.add_argument("--precision", default="auto", help="--decoder: auto (bf16 on CUDA), fp32, bf16")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out-dir", default=str(REPO / "outputs" / "bench"))
     parser.add_argument("--error-time", action="store_true", help="time to the error line of a bad override")
