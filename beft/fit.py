@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from beft import bias_updates
 from beft.bias_map import BiasMap
 from beft.cache import Cache
 from beft.fingerprint import code_version, digest
@@ -44,6 +45,7 @@ class Fit:
     zero_gradient: dict = field(default_factory=dict)
     reused: bool = False
     snapshots: dict = field(default_factory=dict)  # {step: state} at SNAPSHOT_FRACTIONS (all-bias trainings)
+    bias_update: dict = field(default_factory=dict)  # bias_updates scopes: form, shapes, trainable counts
 
 
 def training_key(cfg, workload, scope: Scope, settings: TrainSettings) -> str:
@@ -118,6 +120,10 @@ def _train(cfg, workload, scope: Scope, settings: TrainSettings, key: str, logge
         result.zero_gradient = {"k": {"max_abs_roundoff": inert_keys.max_roundoff}}
         log.warning(inert_keys.note())
         inert_keys.remove()
+    if scope.kind == "bias_updates":
+        # b_0 + Δb becomes a plain trained bias: the state, the cache and the adapter look like a direct bias run.
+        result.bias_update = bias_updates.describe(model, scope.update)
+        bias_updates.merge(model)
     if sum(p.numel() for p in model.parameters() if p.requires_grad) <= STATE_LIMIT:  # what would be stored
         result.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
         result.snapshots = snapshots

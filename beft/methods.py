@@ -4,8 +4,12 @@ Selection methods (beft, magnitude, fisher, causal, random) live in `beft.select
 a `Scope` of chosen bias cells. Adding a fixed strategy is one entry here and one YAML in conf/method/.
 `lora` and `prefix` train the weights their PEFT adapter adds (the decoder workload puts the adapter on the
 model); `icl` and `zero_shot` train nothing and only evaluate (ICL with demonstrations in every prompt).
+`lora_bias`, `dora_bias`, `vera_bias` and `vera1d_bias` train a structured update of the chosen bias types
+(the paper's Table 4, beft.bias_updates), on encoders and decoders alike.
 """
 from __future__ import annotations
+
+import math
 
 from beft.bias_map import BiasMap, canonical_type
 from beft.errors import BeftError
@@ -15,7 +19,7 @@ from beft.trainable import Scope
 def _fixed(method_cfg, bias_map: BiasMap) -> Scope:
     terms = list(method_cfg.get("terms") or [])
     if not terms:
-        raise BeftError("method=fixed needs method.terms, e.g. method.terms=[v]; valid terms: "
+        raise BeftError(f"method={method_cfg.name} needs method.terms, e.g. method.terms=[v]; valid terms: "
                         + ", ".join(bias_map.types))
     return Scope("targets", bias_map.cells([canonical_type(t) for t in terms]))
 
@@ -36,6 +40,26 @@ def _rand_uniform(method_cfg, bias_map: BiasMap) -> Scope:
     return Scope("random_weights", num_params=n, seed=int(method_cfg.get("mask_seed") or 0))
 
 
+def _bias_update(method_cfg, bias_map: BiasMap) -> Scope:
+    """The chosen bias types, each trained as b_0 + Δb with Δb a low-rank / scaled update (beft.bias_updates)."""
+    rank, alpha, authors = method_cfg.get("rank"), method_cfg.get("alpha"), method_cfg.get("authors", False)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise BeftError(f"method.rank={rank!r} is not valid; give a whole number >= 1 (the authors: 8)")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+        raise BeftError(f"method.alpha={alpha!r} is not valid; give a finite number > 0 (the authors: 1)")
+    if not isinstance(authors, bool):
+        raise BeftError(f"method.authors={authors!r} is not valid; give true (the authors' code) or false")
+    shape = method_cfg.get("shape")
+    if shape is not None and (len(shape) != 2 or not all(isinstance(x, int) and x >= 1 for x in shape)):
+        raise BeftError(f"method.shape={list(shape)!r} is not valid; give [m, n], two whole numbers >= 1 whose "
+                        "product is the bias width, or null for the most square factorisation")
+    spec = {"method": method_cfg.name, "rank": rank, "alpha": float(alpha), "authors": authors,
+            "shape": None if shape is None else [int(x) for x in shape]}
+    if method_cfg.name == "vera_bias":
+        spec["d_init"] = float(method_cfg.get("d_init", 0.1))
+    return Scope("bias_updates", _fixed(method_cfg, bias_map).targets, update=spec)
+
+
 FIXED = {
     "fixed": _fixed,
     "bitfit": lambda method_cfg, bias_map: Scope("all_biases"),
@@ -46,6 +70,7 @@ FIXED = {
     "icl": lambda method_cfg, bias_map: Scope("none"),
     "zero_shot": lambda method_cfg, bias_map: Scope("none"),
     "rand_uniform": _rand_uniform,
+    **{name: _bias_update for name in ("lora_bias", "dora_bias", "vera_bias", "vera1d_bias")},
 }
 # Methods defined for causal language models only (PAPER.md §C.8): prompted scoring, no task head.
 DECODER_ONLY = ("lora", "prefix", "icl", "zero_shot")

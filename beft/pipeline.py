@@ -22,6 +22,7 @@ from beft.fit import fit
 from beft.loggers import make_logger
 from beft.methods import fixed_scope
 from beft.plots import learning_curve, score_heatmap
+from beft.bias_updates import METHODS as BIAS_UPDATE_METHODS
 from beft.selection import SELECTORS, select
 from beft.trainable import Scope
 from beft.record import RECORD, environment, legacy_keys, read_record, record_key, write_json_atomic
@@ -34,6 +35,9 @@ log = logging.getLogger("beft")
 def method_label(cfg) -> str:
     if cfg.method.name == "fixed":
         return "fixed-" + "+".join(str(t) for t in cfg.method.terms)
+    if cfg.method.name in BIAS_UPDATE_METHODS:    # lora_bias-v, dora_bias-v-authors
+        authors = "-authors" if cfg.method.get("authors") else ""
+        return f"{cfg.method.name}-" + "+".join(str(t) for t in cfg.method.terms) + authors
     if cfg.method.name in SELECTORS and cfg.budget.name != "one_type":
         return f"{cfg.method.name}-{cfg.budget.name}"
     if cfg.method.name == "rand_uniform" and cfg.method.num_params != "budget":
@@ -147,6 +151,8 @@ def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
     record["adapter"] = export_adapter(workload, result, run_dir / "adapter")
     if result.zero_gradient:
         record["zero_gradient"] = result.zero_gradient
+    if result.bias_update:
+        record["bias_update"] = result.bias_update
     record["metrics"] = summarize(result.history, workload.main_metric)
     record["training"] = {"key": result.key, "reused": result.reused, "lr": settings.lr, "epochs": settings.epochs,
                           "steps": result.steps, "batch_size": settings.batch_size, "precision": settings.precision}

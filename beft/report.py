@@ -30,6 +30,10 @@ class Report:
     figures: list[Path] = field(default_factory=list)
 
 
+# Experiments whose table has the paper's own layout; every other experiment gets T.main_table (arms as columns).
+LAYOUTS = {"table2": T.table2, "table4": T.table4}
+
+
 def make_tables(runs_dir: Path, paper_dir: Path, tables_dir: Path, figures_dir: Path,
                 with_figures: bool = True) -> Report:
     store = read_store(runs_dir)
@@ -63,7 +67,8 @@ def make_tables(runs_dir: Path, paper_dir: Path, tables_dir: Path, figures_dir: 
 
 def _experiment_tables(name: str, ok: pd.DataFrame, failed: int, paper: pd.DataFrame, out: Path) -> list[Path]:
     title = T.TITLES.get(name, f"Experiment {name}")
-    columns, rows, data, notes = T.table2(ok, paper) if name == "table2" else T.main_table(name, ok, paper)
+    layout = LAYOUTS.get(name)
+    columns, rows, data, notes = layout(ok, paper) if layout else T.main_table(name, ok, paper)
     if name.startswith("table"):
         notes = notes + T.unplaced_notes(paper, set(ok["task"]))
     if "minilm" in set(ok["model"]) and NLI_TASKS & set(ok["task"]):

@@ -31,7 +31,10 @@ TASKS = ["cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "cb", "wi
 REGIMES = ["low", "medium", "high", "full"]
 SELECTION_METHODS = ["beft", "magnitude", "fisher", "causal", "random"]
 FIXED_ORDER = ["v", "q", "k", "o", "fc1", "fc2", "ln1", "ln2"]   # the paper's question first: b_v, b_q, b_k
-ARMS = ([f"fixed-{t}" for t in FIXED_ORDER] + SELECTION_METHODS
+# Structured updates of a bias (Table 4): arm `<method>-<types>[-authors]`, e.g. lora_bias-v.
+BIAS_UPDATES = {"lora_bias": "LoRA", "dora_bias": "DoRA", "vera_bias": "VeRA", "vera1d_bias": "VeRA1D"}
+ARMS = ([f"fixed-{t}" for t in FIXED_ORDER]
+        + [f"{m}-{t}{a}" for m in BIAS_UPDATES for a in ("", "-authors") for t in FIXED_ORDER] + SELECTION_METHODS
         + ["bitfit", "rand_uniform", "rand_uniform-bitfit", "full", "head", "lora", "prefix", "icl", "zero_shot"])
 ARM_NAMES = {**{f"fixed-{t}": PAPER_LABELS[t] for t in TYPES}, "beft": "beft (select)",
              "magnitude": "magnitude (select)", "fisher": "fisher (select)", "causal": "causal (select)",
@@ -51,9 +54,26 @@ def fixed_type(arm: str) -> str | None:
     return kind if kind in TYPES else None
 
 
+def bias_update_arm(arm: str) -> tuple[str, str, bool] | None:
+    """(method, types, authors' form) of a structured bias-update arm ('lora_bias-v+q-authors'); else None."""
+    method, _, rest = arm.partition("-")
+    if method not in BIAS_UPDATES or not rest:
+        return None
+    authors = rest.endswith("-authors")
+    return method, rest.removesuffix("-authors"), authors
+
+
+def _types_label(types: str) -> str:
+    return "+".join(PAPER_LABELS.get(t, t) for t in types.split("+"))
+
+
 def arm_name(arm: str) -> str:
     if arm.startswith("fixed-") and "+" in arm:
-        return "+".join(PAPER_LABELS.get(t, t) for t in arm[len("fixed-"):].split("+"))
+        return _types_label(arm[len("fixed-"):])
+    update = bias_update_arm(arm)
+    if update:
+        method, types, authors = update
+        return f"{BIAS_UPDATES[method]} on {_types_label(types)}" + (" (authors' form)" if authors else "")
     return ARM_NAMES.get(arm, arm)
 
 

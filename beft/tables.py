@@ -15,7 +15,8 @@ import pandas as pd
 
 from beft import stats, table_io
 from beft.bias_map import PAPER_LABELS, TYPES
-from beft.results import ARMS, SELECTION_METHODS, Store, arm_name, fixed_type, order_key, sort_runs
+from beft.results import (ARMS, BIAS_UPDATES, FIXED_ORDER, SELECTION_METHODS, Store, arm_name, bias_update_arm,
+                          fixed_type, order_key, sort_runs)
 from beft.table_io import DASH
 
 SCALE = 100.0   # metrics are stored as fractions (accuracy, F1, MCC, correlations); tables show ×100
@@ -154,10 +155,48 @@ def table2(ok: pd.DataFrame, paper: pd.DataFrame):
     return columns, rows, pd.DataFrame(data), notes + _tag_notes(paper, tags)
 
 
+def table4(ok: pd.DataFrame, paper: pd.DataFrame):
+    """The paper's Table 4 layout: one row per bias type, the bias trained directly beside each structured update
+    of it (LoRA, DoRA, VeRA, VeRA1D on the bias), each with its score and trainable parameters."""
+    updates = sorted({(u[0], u[2]) for u in map(bias_update_arm, ok["arm"]) if u},
+                     key=lambda f: (list(BIAS_UPDATES).index(f[0]), f[1]))
+    types = sorted({fixed_type(a) or (bias_update_arm(a) or ("", ""))[1] for a in ok["arm"]} - {"", None},
+                   key=lambda t: order_key(t, FIXED_ORDER))
+    rows, data = [], []
+    for key, runs in _row_blocks(ok):
+        for t in types:
+            arms = [(f"fixed-{t}", "directly")] + [
+                (f"{m}-{t}" + ("-authors" if authors else ""), arm_name(f"{m}-v" + ("-authors" if authors else ""))
+                 .replace(" on b_v", "")) for m, authors in updates]
+            if not runs["arm"].isin([a for a, _ in arms]).any():
+                continue
+            cells = _label_row(key, runs, False)[:3] + [arm_name(f"fixed-{t}")]
+            for arm, form in arms:
+                values, picked = _values(runs, arm), runs[runs["arm"] == arm]
+                params = _median(picked["trainable_params"])
+                cells += [fmt_cell(values), f"{params:,}" if params else DASH]
+                data.append({**key, "type": t, "form": form, "arm": arm, "trainable_params": params,
+                             "mean": _mean(values), "std": pd.Series(values).std() if len(values) > 1 else math.nan,
+                             "n": len(values)})
+            rows.append(cells)
+    columns = ["model", "task", "regime", "bias", "trained directly", "params"]
+    for m, authors in updates:
+        name = arm_name(f"{m}-v" + ("-authors" if authors else "")).replace(" on b_v", "")
+        columns += [name, f"{name} params"]
+    notes = [CELL_NOTE, "params: trainable parameters, task head included (BERT: classifier + pooler bias). A "
+             "structured update of a bias trains its own factors (LoRA: r·(m + n) per bias, the bias read off an "
+             "m × n matrix) while the bias itself stays frozen; after training it is merged into a plain bias.",
+             "The paper's Table 4 numbers were not available (PAPER.md §0.2): no paper column is filled in."]
+    return columns, rows, pd.DataFrame(data), notes
+
+
 def comparisons(arms: list[str]) -> list[tuple[str, str]]:
     """Which arms to compare pairwise: b_v against every other arm; each selection method against random and
-    against b_v."""
-    pairs = [("fixed-v", a) for a in arms if a != "fixed-v" and a not in SELECTION_METHODS] if "fixed-v" in arms else []
+    against b_v; a structured update of a bias (LoRA on b_q, ...) against that bias trained directly."""
+    updates = {a: f"fixed-{bias_update_arm(a)[1]}" for a in arms if bias_update_arm(a)}
+    pairs = [("fixed-v", a) for a in arms if a != "fixed-v" and a not in SELECTION_METHODS and a not in updates
+             ] if "fixed-v" in arms else []
+    pairs += [(direct, a) for a, direct in updates.items() if direct in arms]
     for method in (m for m in arms if m in SELECTION_METHODS and m != "random"):
         pairs += [(method, ref) for ref in ("random", "fixed-v") if ref in arms]
     return pairs

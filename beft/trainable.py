@@ -2,7 +2,8 @@
 
 A `Scope` says what a run trains: chosen bias cells, every bias, every weight, only the task head, N random
 scalar weights of the backbone (`random_weights`, the paper's rand_uniform control), the weights a PEFT adapter
-added (LoRA, prefix), or nothing (zero-shot, in-context learning). The task head (the family's `head` patterns;
+added (LoRA, prefix), a structured update of chosen bias cells (`bias_updates`: LoRA / DoRA / VeRA on a bias,
+beft.bias_updates), or nothing (zero-shot, in-context learning). The task head (the family's `head` patterns;
 decoders have none: the LM head stays frozen, as in the paper) is trained in every scope but `none`.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 
 from beft.bias_map import PAPER_LABELS, BiasMap, Cell
 
-SCOPES = ("targets", "all_biases", "all", "head", "random_weights", "adapter", "none")
+SCOPES = ("targets", "all_biases", "all", "head", "random_weights", "adapter", "bias_updates", "none")
 # Parameter-name fragments of the weights a PEFT adapter adds (LoRA matrices, prefix key/values).
 ADAPTER_PARTS = ("lora_A.", "lora_B.", "prompt_encoder.")
 
@@ -27,19 +28,22 @@ class Scope:
     targets: list[Cell] = field(default_factory=list)
     num_params: int | None = None               # random_weights: how many backbone scalars to train
     seed: int = 0                               # random_weights: which ones
+    update: dict | None = None                  # bias_updates: method, rank, alpha, shape, authors (bias_updates.py)
 
     def identity(self) -> list:
         """What the scope trains, for training keys (unchanged for the kinds that existed first)."""
         cells = [self.kind, sorted(map(list, self.targets))]
+        if self.kind == "bias_updates":
+            return cells + [self.update]
         return cells + [self.num_params, self.seed] if self.kind == "random_weights" else cells
 
     def describe(self) -> str:
         if self.kind == "random_weights":
             return f"random {self.num_params} weights"
-        if self.kind != "targets":
+        if self.kind not in ("targets", "bias_updates"):
             return self.kind
-        types = sorted({t for _, t in self.targets}, key=lambda t: list(PAPER_LABELS).index(t))
-        return "+".join(types)
+        types = "+".join(sorted({t for _, t in self.targets}, key=lambda t: list(PAPER_LABELS).index(t)))
+        return f"{self.update['method']} on {types}" if self.kind == "bias_updates" else types
 
 
 def trainable_names(model: nn.Module, bias_map: BiasMap, scope: Scope) -> list[str]:
@@ -58,6 +62,9 @@ def trainable_names(model: nn.Module, bias_map: BiasMap, scope: Scope) -> list[s
         wanted = head
     elif scope.kind == "adapter":
         wanted = {n for n, _ in model.named_parameters() if any(part in n for part in ADAPTER_PARTS)} | head
+    elif scope.kind == "bias_updates":   # the updates' own parameters (b_0 stays frozen inside them)
+        wanted = {n for n, _ in model.named_parameters() if ".parametrizations." in n and not n.endswith(".original")}
+        wanted |= head
     elif scope.kind == "none":
         wanted = set()
     elif scope.kind == "random_weights":
@@ -71,6 +78,10 @@ def apply_scope(model: nn.Module, bias_map: BiasMap, scope: Scope) -> int:
     """Freeze everything but the scope; returns the number of trainable parameters (scalars that can move)."""
     if scope.kind == "random_weights":
         return _apply_random_weights(model, bias_map, scope)
+    if scope.kind == "bias_updates":
+        from beft.bias_updates import attach
+
+        attach(model, bias_map, scope.targets, scope.update)
     names = set(trainable_names(model, bias_map, scope))
     for name, param in model.named_parameters():
         param.requires_grad_(name in names)
@@ -133,9 +144,15 @@ class InertKeyBiases:
         self._handles = []
         if not bias_map.family.key_bias_inert:
             return
+        from beft.bias_updates import updates_of
+
+        updates = updates_of(model)
         for cell in bias_map.cells(["k"]) if "k" in bias_map.types else []:
-            if bias_map.has_bias(cell):
-                param = bias_map.param(model, cell)
+            if not bias_map.has_bias(cell):
+                continue
+            update = updates.get(bias_map.param_name(cell))
+            # A structured update of b_k gets exactly zero gradient too (the chain rule through dL/db_k = 0).
+            for param in update.parameters() if update is not None else [bias_map.param(model, cell)]:
                 if param.requires_grad:
                     self._handles.append(param.register_hook(self._zero))
 

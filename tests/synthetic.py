@@ -21,6 +21,9 @@ SELECTORS = ("beft", "magnitude", "fisher", "causal", "random")
 def method_config(arm: str) -> dict:
     if arm.startswith("fixed-"):
         return {"name": "fixed", "terms": arm[len("fixed-"):].split("+")}
+    if arm.split("-")[0].endswith("_bias"):     # lora_bias-v, vera_bias-v-authors
+        name, terms, *authors = arm.split("-")
+        return {"name": name, "terms": terms.split("+"), "rank": 8, "alpha": 1, "authors": bool(authors)}
     if arm.startswith("rand_uniform"):
         return {"name": "rand_uniform", "num_params": "bitfit" if arm.endswith("bitfit") else "budget"}
     return {"name": arm}

@@ -178,6 +178,25 @@ def test_table2_has_parameter_counts(tmp_path):
     assert "| full FT | 108,311,810 | 100.0000 |" in md
 
 
+def test_table4_puts_each_bias_beside_its_structured_updates_with_counts(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (0, 1, 2):
+        for t, direct, lora in (("v", 0.80, 0.78), ("q", 0.75, 0.74), ("k", 0.60, 0.60)):
+            write(runs, "table4", record("minilm", "sst2", f"fixed-{t}", seed, direct + seed / 100, trainable=3458))
+            write(runs, "table4", record("minilm", "sst2", f"lora_bias-{t}", seed, lora, trainable=3074))
+        write(runs, "table4", record("minilm", "sst2", "vera_bias-v", seed, 0.7, trainable=1346))
+        write(runs, "table4", record("minilm", "sst2", "vera1d_bias-v-authors", seed, 0.65, trainable=1160))
+    build(tmp_path, with_figures=False)
+    md = (tmp_path / "tables" / "table4.md").read_text()
+    assert ("| model | task | regime | bias | trained directly | params | LoRA | LoRA params | VeRA | VeRA params "
+            "| VeRA1D (authors' form) | VeRA1D (authors' form) params |") in md
+    assert "| minilm | sst2 | low (1,000) | b_v | 81.00 ± 1.00 (3) | 3,458 | 78.00 ± 0.00 (3) | 3,074 | 70.00" in md
+    assert "| minilm | sst2 | low (1,000) | b_k | 61.00 ± 1.00 (3) | 3,458 | 60.00 ± 0.00 (3) | 3,074 | — | — | — |" in md
+    # each update is paired with its own bias trained directly, not with b_v
+    assert "| b_q − LoRA on b_q | 3 |" in md and "b_v − LoRA on b_q" not in md
+    assert "| b_v − VeRA1D on b_v (authors' form) | 3 |" in md
+
+
 def test_runs_with_other_settings_are_kept_apart(tmp_path):
     for seed in (0, 1):
         write(tmp_path / "runs", "exp", record("minilm", "sst2", "fixed-v", seed, 0.8))
@@ -211,7 +230,8 @@ def test_arm_matches_the_run_id_label(make_cfg):
     from beft.results import arm_of
 
     for overrides in (["method=fixed-v"], ["method=fixed", "method.terms=[q,v]"], ["method=rand_uniform-bitfit"],
-                      ["method=beft", "budget=types"], ["method=head"], ["regime.n=40", "method=bitfit"]):
+                      ["method=beft", "budget=types"], ["method=head"], ["regime.n=40", "method=bitfit"],
+                      ["method=lora_bias", "method.terms=[v,q]"], ["method=dora_bias", "method.authors=true"]):
         cfg = make_cfg("model=tiny-bert", *overrides)
         key = legacy_keys(cfg)[0]
         rec = {"key": key, "run_id": run_id(cfg, key), "config": OmegaConf.to_container(cfg, resolve=True)}
