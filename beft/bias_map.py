@@ -63,6 +63,8 @@ class Family:
 _BERT = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
          "o": "attention.output.dense", "fc1": "intermediate.dense", "fc2": "output.dense",
          "ln1": "attention.output.LayerNorm", "ln2": "output.LayerNorm"}
+_MPNET = {"q": "attention.attn.q", "k": "attention.attn.k", "v": "attention.attn.v", "o": "attention.attn.o",
+          "fc1": "intermediate.dense", "fc2": "output.dense", "ln1": "attention.LayerNorm", "ln2": "output.LayerNorm"}
 _OPT = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
         "fc1": "fc1", "fc2": "fc2", "ln1": "self_attn_layer_norm", "ln2": "final_layer_norm"}
 _LLAMA = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
@@ -81,6 +83,9 @@ FAMILIES: dict[str, Family] = {
                    peft_names={"q": "query", "k": "key", "v": "value"}),
     "roberta": Family("encoder.layer", _BERT, head=(r"^classifier\.",),
                       peft_names={"q": "query", "k": "key", "v": "value"}),
+    # MPNet: BERT's layout under other names; its relative position bias is an embedding added to the attention
+    # scores (not a bias vector, not mapped), so b_k stays inert. Head: dense + out_proj (RoBERTa-like).
+    "mpnet": Family("encoder.layer", _MPNET, head=(r"^classifier\.",), peft_names={"q": "q", "k": "k", "v": "v"}),
     "opt": Family("decoder.layers", _OPT, kind="decoder", peft_names=_peft(_OPT)),
     "llama": Family("layers", _LLAMA, kind="decoder", key_bias_inert=False, peft_names=_peft(_LLAMA)),
     "mistral": Family("layers", _LLAMA, kind="decoder", key_bias_inert=False, peft_names=_peft(_LLAMA)),

@@ -55,10 +55,11 @@ def weights_identity(model_cfg) -> dict:
         return {"kind": "tiny"}   # the tiny config, weights_seed and bias_std are in the config part of the key
     if model_cfg.get("path"):
         return {"kind": "local", "files": _directory_identity(Path(str(model_cfg.path)).expanduser())}
-    gguf = model_cfg.get("gguf")
-    if gguf:
-        return {"kind": "gguf", "sha256": str(gguf.sha256),
-                "packages": {name: installed_version(name) for name in gguf.packages}}
+    for kind in ("gguf", "zip"):   # packaged in PyPI parts: the file's sha256 and the packages' versions
+        packed = model_cfg.get(kind)
+        if packed:
+            return {"kind": kind, "sha256": str(packed.sha256),
+                    "packages": {name: installed_version(name) for name in packed.packages}}
     package = model_cfg.get("package")
     if package:
         where = package_dir(package)

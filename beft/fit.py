@@ -46,6 +46,7 @@ class Fit:
     reused: bool = False
     snapshots: dict = field(default_factory=dict)  # {step: state} at SNAPSHOT_FRACTIONS (all-bias trainings)
     bias_update: dict = field(default_factory=dict)  # bias_updates scopes: form, shapes, trainable counts
+    head_params: int | None = None        # of `trainable`, the task head's (None in trainings cached before)
 
 
 def training_key(cfg, workload, scope: Scope, settings: TrainSettings) -> str:
@@ -83,6 +84,8 @@ def _train(cfg, workload, scope: Scope, settings: TrainSettings, key: str, logge
     bias_map = BiasMap(model)
     trainable = apply_scope(model, bias_map, scope)
     total = num_parameters(model)
+    head = set(bias_map.head_param_names(model))
+    head_params = sum(p.numel() for n, p in model.named_parameters() if n in head and p.requires_grad)
     log.info("trainable parameters: %s of %s (%.4f%%) [%s]", f"{trainable:,}", f"{total:,}",
              100 * trainable / total, scope.describe())
     inert_keys = InertKeyBiases(model, bias_map)
@@ -114,7 +117,8 @@ def _train(cfg, workload, scope: Scope, settings: TrainSettings, key: str, logge
         run.history[0].update(on_epoch_end(0, run.history[0], True))
         run.seconds = time.perf_counter() - start
     result = Fit(key=key, history=run.history, steps=run.steps, train_seconds=run.seconds - eval_seconds,
-                 eval_seconds=eval_seconds, trainable=trainable, total=total, state=None, model_source=source)
+                 eval_seconds=eval_seconds, trainable=trainable, total=total, state=None, model_source=source,
+                 head_params=head_params)
     if inert_keys.active:
         result.notes.append(inert_keys.note())
         result.zero_gradient = {"k": {"max_abs_roundoff": inert_keys.max_roundoff}}

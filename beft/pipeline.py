@@ -140,6 +140,8 @@ def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
     settings.desc = f"{cfg.task.name} {scope.describe()} s{cfg.seed}"
     result, _ = fit(cfg, workload, scope, settings, cache, logger)
 
+    if result.head_params is not None:   # the task head's share (MPNet / RoBERTa: ~590 k of every run's count)
+        record["head_params"] = result.head_params
     record.update(trainable_params=result.trainable, total_params=result.total,
                   scope={"kind": scope.kind, "targets": [list(c) for c in scope.targets], "label": scope.describe(),
                          **({"num_params": scope.num_params, "seed": scope.seed} if scope.num_params else {})},
