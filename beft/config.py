@@ -98,7 +98,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def train_settings(cfg, device: torch.device) -> TrainSettings:
-    """The paper's schedule for the task unless the trainer or the method overrides it."""
+    """The paper's schedule for the task unless the trainer or the method overrides it: everything a training
+    needs from the config, so that nothing below the pipeline reads the config itself."""
+    from beft.record import evaluates_every_epoch
+
     t = cfg.trainer
     if cfg.model.get("kind") == "decoder":  # the task's decoder schedule, PAPER.md §C.3-C.4
         from beft.decoder.spec import schedule
@@ -114,7 +117,8 @@ def train_settings(cfg, device: torch.device) -> TrainSettings:
                          max_grad_norm=t.max_grad_norm, adam_eps=t.adam_eps, weight_decay=t.weight_decay,
                          schedule=s["schedule"], grad_accum=int(s["grad_accum"]), group_by_length=t.group_by_length,
                          precision=resolve_precision(t.precision, device), seed=int(cfg.seed),
-                         progress=bool(t.progress), max_steps=t.get("max_steps"))
+                         progress=bool(t.progress), max_steps=t.get("max_steps"),
+                         eval_every_epoch=evaluates_every_epoch(cfg))
 
 
 def to_plain(cfg) -> dict:

@@ -59,7 +59,7 @@ def _power(values) -> int:
 
 def heatmaps(store: Store, ok: pd.DataFrame, experiment: str, out_dir: Path) -> list[Path]:
     """One figure per model x task x regime: a panel per selection method, scores averaged over seeds."""
-    chosen = ok[ok["arm"].isin(SELECTION_METHODS)]
+    chosen = ok[ok["is_selection"]]
     paths = []
     for (model, task, regime), block in chosen.groupby(["model", "task", "regime_label"], sort=True):
         methods = sorted(block["arm"].unique(), key=lambda m: order_key(m, SELECTION_METHODS))
@@ -162,8 +162,9 @@ def _units(ok: pd.DataFrame, store: Store):
     keys = ["model", "task", "regime_label", "seed"]
     for key, block in ok.groupby(keys, sort=True):
         fixed = {fixed_type(a): float(v) for a, v in zip(block["arm"], block["value"]) if fixed_type(a)}
-        chosen = {a: store.records[p]["selection"] for a, p in zip(block["arm"], block["path"])
-                  if a in SELECTION_METHODS and (store.records[p].get("selection") or {}).get("type_scores")}
+        chosen = {a: store.records[p]["selection"]
+                  for a, p, sel in zip(block["arm"], block["path"], block["is_selection"])
+                  if sel and (store.records[p].get("selection") or {}).get("type_scores")}
         yield dict(zip(keys, key)), fixed, chosen
 
 
@@ -227,7 +228,7 @@ def agreement(store: Store, ok: pd.DataFrame, experiment: str, out_dir: Path) ->
             trained.update(fixed)
         picks.append(row)
     methods = sorted({m for row in picks for m in row}, key=lambda m: order_key(m, SELECTION_METHODS))
-    if len([m for m in methods if m in SELECTION_METHODS]) < 2:
+    if len([m for m in methods if m != BEST]) < 2:
         return []
     size = len(methods)
     share, count = np.full((size, size), np.nan), np.zeros((size, size), int)

@@ -13,7 +13,6 @@ from beft.bias_map import BiasMap
 from beft.cache import Cache
 from beft.fingerprint import code_version, digest
 from beft.models import num_parameters
-from beft.record import evaluates_every_epoch
 from beft.train import TrainLog, TrainSettings, train
 from beft.trainable import InertKeyBiases, Scope, apply_scope
 
@@ -49,22 +48,23 @@ class Fit:
     head_params: int | None = None        # of `trainable`, the task head's (None in trainings cached before)
 
 
-def training_key(cfg, workload, scope: Scope, settings: TrainSettings) -> str:
+def training_key(workload, scope: Scope, settings: TrainSettings) -> str:
     """Everything that determines a training's numbers: the starting weights and data (the workload's
-    identity), what is trained, and the schedule. Not the method that asked for it, nor the config's layout."""
-    trained = {k: v for k, v in asdict(settings).items() if k not in ("progress", "desc")}
+    identity), what is trained, and the schedule. Not the method that asked for it, nor the config's layout.
+    (The evaluation schedule sits beside the settings, where it was before it moved into them: same keys.)"""
+    trained = {k: v for k, v in asdict(settings).items() if k not in ("progress", "desc", "eval_every_epoch")}
     return digest({"start": workload.identity(), "scope": scope.identity(), "code": code_version(),
-                   "settings": trained, "eval_every_epoch": evaluates_every_epoch(cfg)})
+                   "settings": trained, "eval_every_epoch": settings.eval_every_epoch})
 
 
-def fit(cfg, workload, scope: Scope, settings: TrainSettings, cache: Cache, logger=None) -> tuple[Fit, object]:
+def fit(workload, scope: Scope, settings: TrainSettings, cache: Cache, logger=None) -> tuple[Fit, object]:
     """Returns (Fit, trained model); the model is None when the training was reused from the cache."""
-    key = training_key(cfg, workload, scope, settings)
+    key = training_key(workload, scope, settings)
     with cache.claim("fits", key):  # a job asking for a training another job is running waits, then reuses it
         cached = cache.get("fits", key)
         if cached is not None:
             return _reuse(cached, scope, logger), None
-        result, model = _train(cfg, workload, scope, settings, key, logger)
+        result, model = _train(workload, scope, settings, key, logger)
         cache.put("fits", key, asdict(result))
     return result, model
 
@@ -79,7 +79,7 @@ def _reuse(cached: dict, scope: Scope, logger) -> Fit:
     return result
 
 
-def _train(cfg, workload, scope: Scope, settings: TrainSettings, key: str, logger) -> tuple[Fit, object]:
+def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) -> tuple[Fit, object]:
     model, source = workload.new_model()
     bias_map = BiasMap(model)
     trainable = apply_scope(model, bias_map, scope)
@@ -89,7 +89,7 @@ def _train(cfg, workload, scope: Scope, settings: TrainSettings, key: str, logge
     log.info("trainable parameters: %s of %s (%.4f%%) [%s]", f"{trainable:,}", f"{total:,}",
              100 * trainable / total, scope.describe())
     inert_keys = InertKeyBiases(model, bias_map)
-    eval_seconds, every_epoch = 0.0, evaluates_every_epoch(cfg)
+    eval_seconds, every_epoch = 0.0, settings.eval_every_epoch
 
     def on_epoch_end(epoch, entry, last):
         nonlocal eval_seconds

@@ -67,7 +67,9 @@ def run(cfg, record_bad_input: bool = True) -> dict:
         log.info("skipping %s: an ok record exists (force=true reruns it)", Path(cfg.out_dir) / existing["run_id"])
         return {**existing, "skipped": True}
     check_writable(cfg.out_dir)  # before any training: a record that cannot be saved is work lost
-    record = {"key": key, "run_id": run_dir.name, "status": "running",
+    # The record says what it is (its arm, whether a selection chose its biases): reports read, never guess.
+    record = {"key": key, "run_id": run_dir.name, "method_label": method_label(cfg),
+              "selection_run": cfg.method.name in SELECTORS, "status": "running",
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": C.to_plain(cfg),
               "fingerprint": fingerprint, "notes": []}
     logger = make_logger(cfg.logger)
@@ -125,7 +127,7 @@ def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
     settings = C.train_settings(cfg, workload.device)
     settings.desc = f"{cfg.task.name} s{cfg.seed}"
     if cfg.method.name in SELECTORS:
-        selection, bias_map = select(cfg, workload, settings, cache)
+        selection, bias_map = select(cfg.method, cfg.budget, workload, settings, cache)
         scope = Scope("targets", selection.targets)
         record["selection"] = selection.to_record(bias_map, cfg.budget)
         record["notes"] += selection.warnings
@@ -138,7 +140,7 @@ def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
     else:
         scope = fixed_scope(cfg.method, workload.bias_map())
     settings.desc = f"{cfg.task.name} {scope.describe()} s{cfg.seed}"
-    result, _ = fit(cfg, workload, scope, settings, cache, logger)
+    result, _ = fit(workload, scope, settings, cache, logger)
 
     if result.head_params is not None:   # the task head's share (MPNet / RoBERTa: ~590 k of every run's count)
         record["head_params"] = result.head_params

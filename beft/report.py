@@ -16,7 +16,7 @@ import pandas as pd
 from beft import figures as F
 from beft import table_io
 from beft import tables as T
-from beft.results import SELECTION_METHODS, Store, read_store
+from beft.results import Store, read_store
 
 log = logging.getLogger("beft")
 NLI_TASKS = {"rte", "mnli", "qnli", "cb", "qqp", "mrpc"}
@@ -83,7 +83,7 @@ def _experiment_tables(name: str, ok: pd.DataFrame, failed: int, paper: pd.DataF
         paths += table_io.write(out, f"{name}_paired", f"{title}: paired comparisons", p_columns, p_rows,
                                 [T.PAIRED_NOTE], p_data)
     s_data = pd.DataFrame()
-    if ok["arm"].isin(SELECTION_METHODS).any():
+    if ok["is_selection"].any():
         s_columns, s_rows, s_data = T.selection_table(ok)
         extra += (f"\n## Selection\n\n{table_io.markdown(s_columns, s_rows)}\n- {T.SELECTION_NOTE}\n")
         paths += table_io.write(out, f"{name}_selection", f"{title}: selection", s_columns, s_rows,

@@ -29,6 +29,8 @@ MODELS = ["bert-base-cased", "bert-large-cased", "roberta-base", "minilm", "opt-
 TASKS = ["cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "cb", "wic", "boolq", "copa", "wsc",
          "multirc", "record", "squad", "drop"]
 REGIMES = ["low", "medium", "high", "full"]
+# Display order of the selection methods the paper and beft define; whether a run is a selection run is read
+# from its record (is_selection), so a new selection method needs no entry here.
 SELECTION_METHODS = ["beft", "magnitude", "fisher", "causal", "random"]
 FIXED_ORDER = ["v", "q", "k", "o", "fc1", "fc2", "ln1", "ln2"]   # the paper's question first: b_v, b_q, b_k
 # Structured updates of a bias (Table 4): arm `<method>-<types>[-authors]`, e.g. lora_bias-v.
@@ -41,6 +43,11 @@ ARM_NAMES = {**{f"fixed-{t}": PAPER_LABELS[t] for t in TYPES}, "beft": "beft (se
              "random": "random (select)", "bitfit": "all biases", "rand_uniform": "rand. uniform (b_v size)",
              "rand_uniform-bitfit": "rand. uniform (all-bias size)", "full": "full FT", "head": "head only",
              "lora": "LoRA", "prefix": "prefix", "icl": "ICL", "zero_shot": "zero-shot"}
+
+
+def selection_arms(ok: pd.DataFrame) -> list[str]:
+    """The arms whose runs chose their biases by a selection method, in display order."""
+    return sorted(ok.loc[ok["is_selection"], "arm"].unique(), key=lambda a: order_key(a, SELECTION_METHODS))
 
 
 def order_key(value, order: list[str]):
@@ -90,7 +97,10 @@ def _regime_label(config: dict) -> str:
 
 
 def arm_of(record: dict) -> str:
-    """The method label the run id was built with (pipeline.method_label): run_id minus its known parts."""
+    """The record's arm: the `method_label` it states (pipeline.method_label); for records written before
+    records stated it, the label its run id was built with (run_id minus its known parts)."""
+    if record.get("method_label"):
+        return record["method_label"]
     config = record["config"]
     prefix = f"{config['model']['name']}-{config['task']['name']}-{_regime_label(config)}-"
     suffix = f"-s{config['seed']}-{record['key'][:8]}"
@@ -98,6 +108,14 @@ def arm_of(record: dict) -> str:
     if run_id.startswith(prefix) and run_id.endswith(suffix) and len(run_id) > len(prefix) + len(suffix):
         return run_id[len(prefix):-len(suffix)]
     return config["method"]["name"]
+
+
+def is_selection(record: dict) -> bool:
+    """Whether the run chose its biases by a selection method: stated by the record (`selection_run`); in older
+    records, a selection section or a method config with a probe (every selection method has one)."""
+    if "selection_run" in record:
+        return bool(record["selection_run"])
+    return bool(record.get("selection")) or "probe" in (record["config"].get("method") or {})
 
 
 def variant_of(config: dict) -> str:
@@ -124,7 +142,7 @@ def _row(record: dict, experiment: str, path: Path) -> dict:
         "arm": arm_of(record), "seed": int(config["seed"]), "variant": variant_of(config), "metric": metric,
         "value": main.get("value", math.nan), "trainable_params": record.get("trainable_params"),
         "total_params": record.get("total_params"), "top_type": (selection.get("ranking") or [None])[0],
-        "chosen": "+".join(selection.get("chosen_types") or []) or None,
+        "chosen": "+".join(selection.get("chosen_types") or []) or None, "is_selection": is_selection(record),
     }
 
 

@@ -15,8 +15,8 @@ import pandas as pd
 
 from beft import stats, table_io
 from beft.bias_map import PAPER_LABELS, TYPES
-from beft.results import (ARMS, BIAS_UPDATES, FIXED_ORDER, SELECTION_METHODS, Store, arm_name, bias_update_arm,
-                          fixed_type, order_key, sort_runs)
+from beft.results import (ARMS, BIAS_UPDATES, FIXED_ORDER, Store, arm_name, bias_update_arm, fixed_type, order_key,
+                          selection_arms, sort_runs)
 from beft.table_io import DASH
 
 SCALE = 100.0   # metrics are stored as fractions (accuracy, F1, MCC, correlations); tables show ×100
@@ -190,14 +190,14 @@ def table4(ok: pd.DataFrame, paper: pd.DataFrame):
     return columns, rows, pd.DataFrame(data), notes
 
 
-def comparisons(arms: list[str]) -> list[tuple[str, str]]:
+def comparisons(arms: list[str], selection: set[str]) -> list[tuple[str, str]]:
     """Which arms to compare pairwise: b_v against every other arm; each selection method against random and
     against b_v; a structured update of a bias (LoRA on b_q, ...) against that bias trained directly."""
     updates = {a: f"fixed-{bias_update_arm(a)[1]}" for a in arms if bias_update_arm(a)}
-    pairs = [("fixed-v", a) for a in arms if a != "fixed-v" and a not in SELECTION_METHODS and a not in updates
+    pairs = [("fixed-v", a) for a in arms if a != "fixed-v" and a not in selection and a not in updates
              ] if "fixed-v" in arms else []
     pairs += [(direct, a) for a, direct in updates.items() if direct in arms]
-    for method in (m for m in arms if m in SELECTION_METHODS and m != "random"):
+    for method in (m for m in arms if m in selection and m != "random"):
         pairs += [(method, ref) for ref in ("random", "fixed-v") if ref in arms]
     return pairs
 
@@ -205,7 +205,7 @@ def comparisons(arms: list[str]) -> list[tuple[str, str]]:
 def paired_table(ok: pd.DataFrame):
     rows, data = [], []
     for key, runs in _row_blocks(ok):
-        for a, b in comparisons(_arms(runs)):
+        for a, b in comparisons(_arms(runs), set(selection_arms(runs))):
             left, right = (runs[runs["arm"] == x].set_index("seed")["value"] for x in (a, b))
             seeds = sorted(set(left.index) & set(right.index))
             if not seeds:
@@ -235,7 +235,7 @@ def measured_types(runs: pd.DataFrame) -> dict[int, dict[str, float]]:
     out: dict[int, dict[str, float]] = {}
     for row in runs.itertuples():
         kind = fixed_type(row.arm)
-        if kind is None and row.arm in SELECTION_METHODS and row.chosen in TYPES:
+        if kind is None and row.is_selection and row.chosen in TYPES:
             kind = row.chosen
         if kind is not None:
             out.setdefault(int(row.seed), {})[kind] = float(row.value)
@@ -250,7 +250,7 @@ def selection_table(ok: pd.DataFrame):
         fixed = runs[runs["arm"].isin([f"fixed-{t}" for t in TYPES])]
         best = fixed.groupby("seed")["value"].max() if fixed["arm"].nunique() >= 2 else pd.Series(dtype=float)
         measured = {seed: types for seed, types in measured_types(runs).items() if len(types) >= 2}
-        for method in [a for a in _arms(runs) if a in SELECTION_METHODS]:
+        for method in [a for a in _arms(runs) if a in set(selection_arms(runs))]:
             mine = runs[runs["arm"] == method].set_index("seed")
             picks = mine["chosen"].fillna("?").value_counts()
             picked = ", ".join(f"{_types_text(t)} ×{c}" for t, c in sorted(picks.items(), key=lambda x: (-x[1], x[0])))

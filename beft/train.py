@@ -48,6 +48,7 @@ class TrainSettings:
     progress: bool = True
     desc: str = "train"
     max_steps: int | None = None        # stop early after this many optimizer steps (probes, smoke tests)
+    eval_every_epoch: bool = True       # evaluate after every epoch (encoders, as the authors) or once at the end
 
 
 @dataclass

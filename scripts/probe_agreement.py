@@ -44,9 +44,9 @@ def top_types(model: str, task: str, seed: int, fraction: float | None) -> dict:
     workload = EncoderWorkload(cfg)
     bias_map = workload.bias_map()
     cells = candidate_cells(cfg.method, bias_map)
-    probe = run_probe(cfg, workload, bias_map, C.train_settings(cfg, workload.device),
+    probe = run_probe(cfg.method, workload, bias_map, C.train_settings(cfg, workload.device),
                       Cache(cfg.get("cache_dir")), cells)
-    ctx = SelectionContext(cfg, workload, bias_map, cells, probe)
+    ctx = SelectionContext(cfg.method, int(cfg.seed), False, workload, bias_map, cells, probe)
     tops = {name: score(SELECTORS[name], ctx)[2][0] for name in METHODS}
     return {"steps": probe.fit.steps, "top": tops}
 

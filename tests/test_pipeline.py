@@ -46,7 +46,7 @@ def test_key_bias_gets_zero_gradient_and_is_reported(make_cfg, tmp_path):
     cfg = make_cfg("model=tiny-bert", "task=sst2", "method.terms=[k,v]", *FIXED)
     workload = EncoderWorkload(cfg)
     bias_map = workload.bias_map()
-    result, model = fit(cfg, workload, Scope("targets", bias_map.cells(["k", "v"])),
+    result, model = fit(workload, Scope("targets", bias_map.cells(["k", "v"])),
                         C.train_settings(cfg, workload.device), Cache(None))
     start, _ = workload.new_model()
     for cell in bias_map.cells(["k", "v"]):
@@ -69,13 +69,13 @@ def test_identical_trainings_are_shared(make_cfg, tmp_path):
     settings = C.train_settings(cfg, workload.device)
     v = Scope("targets", workload.bias_map().cells(["v"]))
     q = Scope("targets", workload.bias_map().cells(["q"]))
-    assert training_key(cfg, workload, v, settings) != training_key(cfg, workload, q, settings)
+    assert training_key(workload, v, settings) != training_key(workload, q, settings)
     other = make_cfg("model=tiny-bert", "task=sst2", "method=bitfit", "out_dir=/x", "logger=csv", *QUICK)
-    assert training_key(other, EncoderWorkload(other), v, settings) == training_key(cfg, workload, v, settings)
+    assert training_key(EncoderWorkload(other), v, settings) == training_key(workload, v, settings)
     for change in ("seed=1", "regime.n=40", "trainer.max_length=64", "trainer.attn_implementation=eager"):
         changed = make_cfg("model=tiny-bert", "task=sst2", "method=bitfit", *QUICK, change)
-        assert training_key(changed, EncoderWorkload(changed), v, C.train_settings(changed, workload.device)) \
-            != training_key(cfg, workload, v, settings), change
+        assert training_key(EncoderWorkload(changed), v, C.train_settings(changed, workload.device)) \
+            != training_key(workload, v, settings), change
 
 
 def test_weights_reused_in_process_are_never_mutated(make_cfg):
@@ -139,7 +139,7 @@ def test_a_training_asked_for_by_two_jobs_at_once_runs_once(make_cfg, tmp_path, 
     results = []
 
     def job():  # each job opens the cache on its own, as separate processes do
-        results.append(fit(cfg, workload, scope, C.train_settings(cfg, workload.device), Cache(tmp_path / "c"))[0])
+        results.append(fit(workload, scope, C.train_settings(cfg, workload.device), Cache(tmp_path / "c"))[0])
 
     threads = [threading.Thread(target=job) for _ in range(2)]
     for t in threads:

@@ -64,7 +64,7 @@ def test_only_the_chosen_weights_and_the_head_move(make_cfg):
     bias_map = workload.bias_map()
     scope = fixed_scope(cfg.method, bias_map)
     start, _ = workload.new_model()
-    result, trained = fit(cfg, workload, scope, C.train_settings(cfg, workload.device), Cache(None))
+    result, trained = fit(workload, scope, C.train_settings(cfg, workload.device), Cache(None))
     head = set(bias_map.head_param_names(start))
     assert result.trainable == 3000 + sum(p.numel() for n, p in start.named_parameters() if n in head)
     positions = random_positions(start, bias_map, scope)

@@ -87,10 +87,10 @@ def test_causal_by_hand_and_leaves_the_model_untouched(make_cfg):
     workload = EncoderWorkload(cfg)
     bias_map = workload.bias_map()
     cells = bias_map.cells()
-    probe = run_probe(cfg, workload, bias_map, C.train_settings(cfg, workload.device), Cache(None), cells)
+    probe = run_probe(cfg.method, workload, bias_map, C.train_settings(cfg, workload.device), Cache(None), cells)
     model = probe.model(workload)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    ctx = SelectionContext(cfg, workload, bias_map, cells, probe)
+    ctx = SelectionContext(cfg.method, int(cfg.seed), False, workload, bias_map, cells, probe)
     types = causal.type_scores(ctx)
     cell_scores = causal.scores(ctx)
     after = dict(model.named_parameters())
@@ -118,7 +118,7 @@ def test_causal_by_hand_and_leaves_the_model_untouched(make_cfg):
 def test_k_scores_exactly_zero(make_cfg, method):
     cfg = make_cfg(*QUICK, "task=sst2", f"method={method}")
     workload = EncoderWorkload(cfg)
-    selection, _ = select(cfg, workload, C.train_settings(cfg, workload.device), Cache(None))
+    selection, _ = select(cfg.method, cfg.budget, workload, C.train_settings(cfg, workload.device), Cache(None))
     assert selection.type_scores["k"] == 0.0
     assert all(selection.cell_scores[c] == 0.0 for c in selection.cell_scores if c[1] == "k")
     assert {"q", "k", "v"} <= set(selection.ranking) and selection.ranking[-1] == "k"
@@ -148,14 +148,14 @@ def test_budgets(make_cfg):
     cfg = make_cfg(*QUICK, "task=sst2", "method=magnitude", "budget=params", "budget.max_params=100")
     workload = EncoderWorkload(cfg)
     settings = C.train_settings(cfg, workload.device)
-    selection, bias_map = select(cfg, workload, settings, Cache(None))
+    selection, bias_map = select(cfg.method, cfg.budget, workload, settings, Cache(None))
     # tiny-bert: every bias is 32 wide except fc1 (64); 100 fits three 32-wide cells, the best three.
     assert sum(bias_map.size(c) for c in selection.targets) <= 100
     best = sorted((c for c in selection.cell_scores if bias_map.size(c) <= 100),
                   key=lambda c: -selection.cell_scores[c])
     assert set(selection.targets) <= set(best[:4]) and len(selection.targets) >= 2
     cfg = make_cfg(*QUICK, "task=sst2", "method=magnitude", "budget=types", "budget.k=3")
-    selection, _ = select(cfg, workload, settings, Cache(None))
+    selection, _ = select(cfg.method, cfg.budget, workload, settings, Cache(None))
     assert {t for _, t in selection.targets} == set(selection.ranking[:3])
 
 
@@ -170,7 +170,7 @@ def test_bad_budgets_and_probes(make_cfg, overrides, needle):
     cfg = make_cfg(*QUICK, "task=sst2", "method=beft", *overrides)
     workload = EncoderWorkload(cfg)
     with pytest.raises(BeftError) as err:
-        select(cfg, workload, C.train_settings(cfg, workload.device), Cache(None))
+        select(cfg.method, cfg.budget, workload, C.train_settings(cfg, workload.device), Cache(None))
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
@@ -187,14 +187,14 @@ def test_shortened_probe_from_the_full_probe_equals_a_shortened_training(make_cf
     workload = EncoderWorkload(cfg)
     bias_map = workload.bias_map()
     settings = C.train_settings(cfg, workload.device)
-    trained = run_probe(cfg, workload, bias_map, settings, Cache(str(tmp_path / "a")), bias_map.cells())
+    trained = run_probe(cfg.method, workload, bias_map, settings, Cache(str(tmp_path / "a")), bias_map.cells())
     assert trained.fit.steps == 2 and not trained.fit.reused  # 8 steps in all (64 / 16 x 2 epochs)
 
     full_cache = Cache(str(tmp_path / "b"))
     full_cfg = make_cfg("model=tiny-bert", "regime.n=64", "trainer.epochs=2", "method=magnitude")
-    full = run_probe(full_cfg, workload, bias_map, settings, full_cache, bias_map.cells())
+    full = run_probe(full_cfg.method, workload, bias_map, settings, full_cache, bias_map.cells())
     assert full.fit.steps == 8 and sorted(full.fit.snapshots) == [1, 2, 4]  # 10, 25, 50 % of 8 steps
-    snap = run_probe(cfg, workload, bias_map, settings, full_cache, bias_map.cells())
+    snap = run_probe(cfg.method, workload, bias_map, settings, full_cache, bias_map.cells())
     assert snap.fit.steps == 2 and snap.fit.reused and "full probe" in snap.fit.notes[0]
     assert trained.fit.state.keys() == snap.fit.state.keys()
     for name, value in trained.fit.state.items():

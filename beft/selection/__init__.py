@@ -23,7 +23,9 @@ SELECTORS = {"beft": projection, "magnitude": magnitude, "fisher": fisher, "caus
 
 @dataclass
 class SelectionContext:
-    cfg: object
+    method: object                    # the method's own config section (conf/method/<name>.yaml)
+    seed: int
+    progress: bool
     workload: object
     bias_map: BiasMap
     cells: list[Cell]                 # the candidate cells, in (layer, type) order
@@ -82,18 +84,19 @@ def score(module, ctx: SelectionContext) -> tuple[dict, dict, list[str]]:
     return cell_scores, type_scores, ranking
 
 
-def select(cfg, workload, settings: TrainSettings, cache: Cache) -> tuple[Selection, BiasMap]:
-    module = SELECTORS[cfg.method.name]
+def select(method_cfg, budget_cfg, workload, settings: TrainSettings, cache: Cache) -> tuple[Selection, BiasMap]:
+    """Score, rank and choose with the method `method_cfg.name`; the seed and progress bar come from settings."""
+    module = SELECTORS[method_cfg.name]
     bias_map = workload.bias_map()
-    cells = candidate_cells(cfg.method, bias_map)
-    budget.check(cfg.budget, bias_map, cells)
+    cells = candidate_cells(method_cfg, bias_map)
+    budget.check(budget_cfg, bias_map, cells)
     if hasattr(module, "check"):
         module.check(bias_map)
-    probe = run_probe(cfg, workload, bias_map, settings, cache, cells) if module.NEEDS_PROBE else None
+    probe = run_probe(method_cfg, workload, bias_map, settings, cache, cells) if module.NEEDS_PROBE else None
     start = time.perf_counter()
-    ctx = SelectionContext(cfg, workload, bias_map, cells, probe)
+    ctx = SelectionContext(method_cfg, settings.seed, settings.progress, workload, bias_map, cells, probe)
     cell_scores, type_scores, ranking = score(module, ctx)
-    targets = budget.choose(cfg.budget, bias_map, cell_scores, ranking, cells)
-    selection = Selection(cfg.method.name, cell_scores, type_scores, ranking, targets, ctx.warnings, probe,
+    targets = budget.choose(budget_cfg, bias_map, cell_scores, ranking, cells)
+    selection = Selection(method_cfg.name, cell_scores, type_scores, ranking, targets, ctx.warnings, probe,
                           time.perf_counter() - start)
     return selection, bias_map

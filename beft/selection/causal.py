@@ -41,8 +41,8 @@ class Interventions:
     def __init__(self, ctx):
         self.ctx, workload, probe = ctx, ctx.workload, ctx.probe
         self.model = probe.model(workload)
-        size = int(ctx.cfg.method.get("selection_size") or 256)
-        self.data = workload.selection_split(min(size, len(workload.train_set)), int(ctx.cfg.seed))
+        size = int(ctx.method.get("selection_size") or 256)
+        self.data = workload.selection_split(min(size, len(workload.train_set)), ctx.seed)
         head = set(ctx.bias_map.head_param_names(self.model))
         self.pretrained = {n: v for n, v in probe.pretrained.items() if n not in head}
         self.name = {cell: ctx.bias_map.param_name(cell) for cell in ctx.cells}
@@ -77,9 +77,9 @@ def type_scores(ctx) -> dict:
 
 
 def scores(ctx) -> dict:
-    if not ctx.cfg.method.get("cells", True):
+    if not ctx.method.get("cells", True):
         return {}
     iv = _interventions(ctx)
     cells = tqdm(ctx.cells, desc="causal: single-cell interventions", leave=False,
-                 disable=not ctx.cfg.trainer.progress)
+                 disable=not ctx.progress)
     return {cell: iv.score([cell]) for cell in cells}

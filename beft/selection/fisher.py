@@ -50,7 +50,7 @@ def fisher_scores(workload, bias_map, cells, *, batch_size: int, clip: float | N
 
 
 def scores(ctx) -> dict:
-    m = ctx.cfg.method
+    m = ctx.method
     return fisher_scores(ctx.workload, ctx.bias_map, ctx.cells, batch_size=int(m.get("batch_size", 8)),
-                         clip=m.get("clip", 1.0), seed=int(ctx.cfg.seed), per_example=bool(m.get("per_example")),
-                         progress=bool(ctx.cfg.trainer.progress))
+                         clip=m.get("clip", 1.0), seed=ctx.seed, per_example=bool(m.get("per_example")),
+                         progress=ctx.progress)

@@ -52,17 +52,17 @@ def probe_settings(method_cfg, settings: TrainSettings) -> TrainSettings:
     return probe, (None if fraction is None else float(fraction))
 
 
-def run_probe(cfg, workload, bias_map: BiasMap, settings: TrainSettings, cache: Cache, cells) -> Probe:
+def run_probe(method_cfg, workload, bias_map: BiasMap, settings: TrainSettings, cache: Cache, cells) -> Probe:
     start = time.perf_counter()
-    settings, fraction = probe_settings(cfg.method, settings)
+    settings, fraction = probe_settings(method_cfg, settings)
     result = model = None
     if fraction is not None and fraction < 1:
         steps_per_epoch = math.ceil(math.ceil(len(workload.train_set) / settings.batch_size) / settings.grad_accum)
         step = snapshot_step(fraction, steps_per_epoch * settings.epochs)
-        result = _from_full_probe(cfg, workload, settings, cache, step)
+        result = _from_full_probe(workload, settings, cache, step)
         settings = replace(settings, max_steps=step)
     if result is None:
-        result, model = fit(cfg, workload, Scope("all_biases"), settings, cache)
+        result, model = fit(workload, Scope("all_biases"), settings, cache)
     start_model, _ = workload.new_model()
     pretrained = {n: p.detach().cpu().clone() for n, p in start_model.named_parameters() if n in result.state}
     b0 = {c: pretrained[bias_map.param_name(c)].double() for c in cells}
@@ -70,9 +70,9 @@ def run_probe(cfg, workload, bias_map: BiasMap, settings: TrainSettings, cache: 
     return Probe(result, b0, bf, pretrained, time.perf_counter() - start, model)
 
 
-def _from_full_probe(cfg, workload, settings: TrainSettings, cache: Cache, step: int) -> Fit | None:
+def _from_full_probe(workload, settings: TrainSettings, cache: Cache, step: int) -> Fit | None:
     """The shortened probe as a snapshot of the full one, where that is cached and kept one at `step`."""
-    full = cache.get("fits", training_key(cfg, workload, Scope("all_biases"), settings))
+    full = cache.get("fits", training_key(workload, Scope("all_biases"), settings))
     if full is None or step not in (full.get("snapshots") or {}):
         return None
     result = Fit(**{**full, "state": full["snapshots"][step], "steps": step, "snapshots": {}, "reused": True,

@@ -7,5 +7,5 @@ NEEDS_PROBE = False
 
 
 def scores(ctx) -> dict:
-    rng = np.random.RandomState(int(ctx.cfg.seed))
+    rng = np.random.RandomState(ctx.seed)
     return {cell: float(value) for cell, value in zip(ctx.cells, rng.uniform(size=len(ctx.cells)))}
