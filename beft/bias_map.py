@@ -52,7 +52,7 @@ class Family:
     layers: str                      # path of the layer list, e.g. "encoder.layer"
     modules: dict[str, str]          # bias type -> module path inside one layer
     head: tuple[str, ...] = ()       # regexes over parameter names: the task head, trained with every method
-    kind: str = "encoder"            # encoder | decoder
+    new_head: str = "classifier"     # the module an encoder's checkpoint lacks: initialised under each run's seed
     # True where keys get no positional rotation: then b_k only shifts every attention logit of a query by the
     # same amount, softmax cancels it, and its gradient is exactly zero (PAPER.md §A.6). Rotary models rotate
     # b_k per position, so an added b_k does change attention there.
@@ -86,12 +86,12 @@ FAMILIES: dict[str, Family] = {
     # MPNet: BERT's layout under other names; its relative position bias is an embedding added to the attention
     # scores (not a bias vector, not mapped), so b_k stays inert. Head: dense + out_proj (RoBERTa-like).
     "mpnet": Family("encoder.layer", _MPNET, head=(r"^classifier\.",), peft_names={"q": "q", "k": "k", "v": "v"}),
-    "opt": Family("decoder.layers", _OPT, kind="decoder", peft_names=_peft(_OPT)),
-    "llama": Family("layers", _LLAMA, kind="decoder", key_bias_inert=False, peft_names=_peft(_LLAMA)),
-    "mistral": Family("layers", _LLAMA, kind="decoder", key_bias_inert=False, peft_names=_peft(_LLAMA)),
-    "gptj": Family("h", _GPTJ, kind="decoder", key_bias_inert=False, peft_names=_peft(_GPTJ)),
+    "opt": Family("decoder.layers", _OPT, peft_names=_peft(_OPT)),
+    "llama": Family("layers", _LLAMA, key_bias_inert=False, peft_names=_peft(_LLAMA)),
+    "mistral": Family("layers", _LLAMA, key_bias_inert=False, peft_names=_peft(_LLAMA)),
+    "gptj": Family("h", _GPTJ, key_bias_inert=False, peft_names=_peft(_GPTJ)),
     # Qwen2 / Qwen2.5: LLaMA's layout with pre-trained biases on q_proj, k_proj and v_proj only.
-    "qwen2": Family("layers", _LLAMA, kind="decoder", key_bias_inert=False, peft_names=_peft(_LLAMA)),
+    "qwen2": Family("layers", _LLAMA, key_bias_inert=False, peft_names=_peft(_LLAMA)),
 }
 
 
@@ -170,9 +170,6 @@ class BiasMap:
     def has_bias(self, cell: Cell) -> bool:
         """Whether the pre-trained model has this bias (an added bias does not count: it starts at zero)."""
         return self._has_bias[cell]
-
-    def is_added(self, cell: Cell) -> bool:
-        return cell in self._added
 
     def bias_free_types(self) -> list[str]:
         return [t for t in self.types if not any(self._has_bias[c] for c in self.cells([t]))]

@@ -12,6 +12,7 @@ from beft.checks import CONF_DIR, check_overrides, check_values, group_choices  
 from beft.errors import BeftError, choices_error
 from beft.metrics import check_metrics
 from beft.train import TrainSettings
+from beft.workload import kind_of
 
 TASK_KINDS = ("classification", "regression")
 
@@ -30,7 +31,7 @@ def validate(cfg) -> None:
         raise choices_error("method", cfg.method.name, all_methods())
     for term in cfg.method.get("terms") or []:
         canonical_type(term)
-    if cfg.model.get("kind") == "decoder":
+    if kind_of(cfg.model) == "decoder":
         from beft.decoder.spec import validate as validate_decoder
 
         validate_decoder(cfg)
@@ -103,7 +104,7 @@ def train_settings(cfg, device: torch.device) -> TrainSettings:
     from beft.record import evaluates_every_epoch
 
     t = cfg.trainer
-    if cfg.model.get("kind") == "decoder":  # the task's decoder schedule, PAPER.md §C.3-C.4
+    if kind_of(cfg.model) == "decoder":  # the task's decoder schedule, PAPER.md §C.3-C.4
         from beft.decoder.spec import schedule
 
         s = schedule(cfg)

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 import beft
+from beft.workload import kind_of
 
 # Bump when a change alters the numbers an unchanged config produces; every earlier record then stops matching.
 RESULTS_VERSION = 1
@@ -90,7 +91,7 @@ def data_identity(cfg, data_dir: str | None) -> dict:
     from beft.data.tasks import local_files, sha256_file
 
     task, local, hub = cfg.task, cfg.task.get("local"), cfg.task.get("hub")
-    if cfg.model.get("kind") == "decoder" and task.get("decoder") is not None:
+    if kind_of(cfg.model) == "decoder" and task.get("decoder") is not None:
         decoder = task.decoder
         local = decoder.get("local") if "local" in decoder else local
         hub = decoder.get("hub") or hub

@@ -25,7 +25,6 @@ METRICS = {
     "pearson": _correlation(pearsonr),
     "spearman": _correlation(spearmanr),
 }
-REGRESSION_METRICS = {"pearson", "spearman"}
 
 
 def check_metrics(names) -> None:

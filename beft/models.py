@@ -121,7 +121,10 @@ def load_encoder(model_cfg, num_labels: int, attn_implementation: str = "sdpa"):
             _PRISTINE[key] = _load_pristine(model_cfg, num_labels, attn_implementation)
     pristine, where = _PRISTINE[key]
     model = copy.deepcopy(pristine)
-    model.classifier.apply(model._init_weights)  # the head follows the run's seed
+    from beft.bias_map import family_of
+
+    # The newly initialised head follows the run's seed (whatever the family calls it).
+    model.get_submodule(family_of(model.config.model_type).new_head).apply(model._init_weights)
     return model, where
 
 

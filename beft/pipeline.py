@@ -27,7 +27,7 @@ from beft.selection import SELECTORS, select
 from beft.trainable import Scope
 from beft.record import RECORD, environment, legacy_keys, read_record, record_key, write_json_atomic
 from beft.train import Diverged
-from beft.workload import EncoderWorkload
+from beft.workload import make_workload
 
 log = logging.getLogger("beft")
 
@@ -182,14 +182,6 @@ def write_scores(selection: dict, run_dir: Path, logger, title: str) -> None:
     plot = score_heatmap(selection["scores"], selection["type_scores"], run_dir / "heatmap.png",
                          title=title)
     logger.log_image("heatmap", plot)
-
-
-def make_workload(cfg):
-    if cfg.model.get("kind") == "decoder":
-        from beft.decoder import DecoderWorkload  # imported here: PEFT and the templates are decoder-only
-
-        return DecoderWorkload(cfg)
-    return EncoderWorkload(cfg)
 
 
 def summarize(history: list[dict], main_metric: str) -> dict:

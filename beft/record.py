@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from beft.fingerprint import digest
+from beft.workload import EVAL_EVERY_EPOCH, kind_of
 
 KEY_SECTIONS = ("model", "task", "regime", "method", "budget", "trainer", "seed")
 # Trainer fields that change speed or display, never the numbers (on one device).
@@ -35,7 +36,7 @@ def key_fields(cfg) -> dict:
         value = container.get(section)
         if isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in KEY_IGNORED.get(section, ())}
-        if section == "task" and isinstance(value, dict) and (container.get("model") or {}).get("kind") != "decoder":
+        if section == "task" and isinstance(value, dict) and kind_of(container.get("model")) != "decoder":
             value = {k: v for k, v in value.items() if k != "decoder"}  # the prompted form cannot change an encoder run
         if section == "trainer" and isinstance(value, dict) and value.get("eval_every_epoch", False) is None:
             value = {**value, "eval_every_epoch": evaluates_every_epoch(container)}  # the default, resolved
@@ -47,7 +48,7 @@ def evaluates_every_epoch(cfg) -> bool:
     """trainer.eval_every_epoch, where null means the workload's default: every epoch for encoders (the authors'
     encoder code does), once after training for decoders (the authors' decoder code does, PAPER.md §C.5)."""
     value = (cfg.get("trainer") or {}).get("eval_every_epoch")
-    return bool(value) if value is not None else (cfg.get("model") or {}).get("kind") != "decoder"
+    return bool(value) if value is not None else EVAL_EVERY_EPOCH[kind_of(cfg.get("model"))]
 
 
 def record_key(cfg, fingerprint: dict) -> str:

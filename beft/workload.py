@@ -1,142 +1,66 @@
-"""A workload is a task made ready for one model family: its encoded splits, a fresh model, a loss, an evaluation.
+"""The one seam between the run and the two kinds of model: a `Workload` is a task made ready for one model.
 
-Training, probing and every selection score go through this interface, so encoders (sequence classification)
-and decoders (prompted scoring, `beft.decoder`) share one pipeline:
-
-    workload.new_model()                 -> (model with a freshly seeded task head, weights provenance)
-    workload.bias_map()                  -> BiasMap of the model (built without loading weights)
-    workload.batches(data, batch_size, generator=None) -> padded batches (seeded random order if a generator)
-    workload.loss(model, batch)          -> scalar loss tensor (batch already on the model's device)
-    workload.evaluate(model)             -> {"<split>/<metric>": value} on every evaluation split
-    workload.selection_split(n, seed)    -> n training examples drawn by seed (for interventional selection)
-    workload.mean_loss(model, data)      -> mean per-example loss on some split, eval mode, no gradient
-    workload.identity()                  -> what determines the model and data (keys cached trainings)
-    workload.train_set, workload.eval_sets, workload.main_metric, workload.source
+Training, probing, every selection score and the record go through this interface, so encoders (sequence
+classification with a task head, beft/encoder.py) and decoders (prompted scoring, beft/decoder) share one
+pipeline. `kind_of` is the only place that tells the kinds apart by config; everything else asks the workload.
 """
 from __future__ import annotations
 
-import json
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-import torch
-from omegaconf import OmegaConf
-from transformers import set_seed
+if TYPE_CHECKING:  # only for the annotations: the config checks import this module and must stay light
+    import torch
 
-from beft import config as C
-from beft.batching import Batcher, Encoded, encode
-from beft.data import load_task
-from beft.evaluate import autocast, evaluate, loss_from_logits, to_device
-from beft.bias_map import BiasMap
-from beft.fingerprint import weights_identity
-from beft.models import encoder_skeleton, load_encoder, load_tokenizer
+KINDS = ("encoder", "decoder")
+# Evaluate after every epoch, unless trainer.eval_every_epoch says otherwise: the authors' encoder code does;
+# their decoder code evaluates once after training (PAPER.md §C.5).
+EVAL_EVERY_EPOCH = {"encoder": True, "decoder": False}
 
 
-# Data read and tokenized once per process for each (task, data, subset, tokenizer, max length): the jobs of a
-# basic-launcher multirun that differ only in method share it.
-_PREPARED: dict = {}
+def kind_of(model_cfg) -> str:
+    """encoder | decoder, from the model config (`kind`, default encoder), without importing any model code."""
+    return "decoder" if (model_cfg or {}).get("kind") == "decoder" else "encoder"
 
 
-def _prepared(cfg, prepare):
-    key = json.dumps([OmegaConf.to_container(cfg.task, resolve=True), C.data_dir(cfg), C.train_size(cfg),
-                      int(cfg.seed), OmegaConf.to_container(cfg.model, resolve=True), cfg.trainer.max_length],
-                     sort_keys=True, default=str)
-    if key not in _PREPARED:
-        if len(_PREPARED) >= 8:
-            _PREPARED.pop(next(iter(_PREPARED)))
-        _PREPARED[key] = prepare()
-    return _PREPARED[key]
+class Workload(Protocol):
+    kind: str                          # encoder | decoder
+    device: torch.device
+    precision: str                     # fp32 | bf16 | fp16, resolved for the device
+    train_set: object                  # the training split, encoded for this model
+    eval_sets: dict                    # {split name: encoded split}
+    main_metric: str                   # "<split>/<metric>" the record reports
+    source: dict                       # where the data came from (files and their sha256, or the hub)
 
+    def new_model(self) -> tuple[torch.nn.Module, dict]:
+        """(the model with a freshly seeded head or adapter, weights provenance)"""
 
-class EncoderWorkload:
-    """Sequence classification or regression with a task head on an encoder (BERT, RoBERTa, MiniLM)."""
+    def bias_map(self):
+        """BiasMap of the model as new_model builds it, without loading weights."""
 
-    kind = "encoder"
-
-    def __init__(self, cfg, device: torch.device | None = None):
-        self.cfg, self.task = cfg, cfg.task
-        self.regression = cfg.task.kind == "regression"
-        self.device = device or C.resolve_device(cfg.trainer.device)
-        self.precision = C.resolve_precision(cfg.trainer.precision, self.device)
-        t = cfg.trainer
-        self.max_length, self.pad_to_max_length = t.max_length, t.pad_to_max_length
-        self.data, self.tokenizer, self.train_set, self.eval_sets = _prepared(cfg, self._prepare)
-        self.eval_sets = dict(self.eval_sets)
-        if t.eval_train:
-            self.eval_sets["train"] = self.train_set
-        self.main_metric = f"{next(iter(self.data.eval))}/{cfg.task.main_metric}"
-        self.source = self.data.source
-
-    def _prepare(self):
-        data = load_task(self.cfg.task, C.data_dir(self.cfg), C.train_size(self.cfg), int(self.cfg.seed))
-        self.tokenizer = load_tokenizer(self.cfg.model)
-        return (data, self.tokenizer, self.encode(data.train),
-                {name: self.encode(rows) for name, rows in data.eval.items()})
-
-    def encode(self, examples: list[dict]) -> Encoded:
-        return encode(examples, self.tokenizer, self.task.text_fields, self.max_length, self.regression)
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.regression else len(self.task.label_names)
-
-    def new_model(self):
-        """The pretrained backbone with a task head seeded by the run's seed: the same start for every method."""
-        set_seed(int(self.cfg.seed))
-        model, source = load_encoder(self.cfg.model, self.num_labels, self.cfg.trainer.attn_implementation)
-        return model.to(self.device), source
-
-    def bias_map(self) -> BiasMap:
-        """The model's bias cells, from its structure alone (no weights are loaded)."""
-        return BiasMap(encoder_skeleton(self.cfg.model, self.num_labels))
-
-    def batcher(self, batch_size: int) -> Batcher:
-        return Batcher(self.tokenizer, batch_size, self.max_length, self.pad_to_max_length)
-
-    def batches(self, data: Encoded, batch_size: int, generator: torch.Generator | None = None,
-                group_by_length: bool = True):
-        batcher = self.batcher(batch_size)
-        if generator is None:
-            return (batch for _, batch in batcher.eval_batches(data))
-        return batcher.train_batches(data, generator, group_by_length)
+    def batches(self, data, batch_size: int, generator: torch.Generator | None = None, **kwargs):
+        """Padded batches (in a seeded random order when a generator is given)."""
 
     def loss(self, model, batch: dict) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return loss_from_logits(model(**inputs).logits, batch["labels"], self.regression)
+        """Scalar training loss of a batch already on the model's device."""
 
-    def identity(self) -> dict:
-        """The weights, head and data a training starts from, independent of how the config is laid out."""
-        m, t = self.cfg.model, self.cfg.trainer
-        source = {k: v for k, v in self.data.source.items() if k != "dir"}  # where the files sit is no matter
-        return {"model": {**{k: m.get(k) for k in ("hub_id", "revision", "tiny", "weights_seed", "bias_std")},
-                          "weights": weights_identity(m)},
-                "num_labels": self.num_labels, "attn": t.attn_implementation,
-                "data": {"source": source, "n_train": len(self.train_set), "seed": int(self.cfg.seed),
-                         "text_fields": list(self.task.text_fields), "kind": self.task.kind,
-                         "labels": list(self.task.label_names), "metrics": list(self.task.metrics),
-                         "max_length": self.max_length, "pad_to_max_length": self.pad_to_max_length,
-                         "eval": sorted(self.eval_sets)}}
-
-    def selection_split(self, n: int, seed: int) -> Encoded:
-        order = np.random.RandomState(seed).permutation(len(self.train_set))[:n].tolist()
-        return Encoded([self.train_set.features[i] for i in order], self.train_set.labels[order])
-
-    @torch.no_grad()
-    def mean_loss(self, model, data: Encoded) -> float:
-        was_training = model.training
-        model.eval()
-        total = 0.0
-        for batch in self.batches(data, self.cfg.trainer.eval_batch_size):
-            batch = to_device(batch, self.device)
-            with autocast(self.device, self.precision):
-                total += float(self.loss(model, batch)) * len(batch["labels"])
-        model.train(was_training)
-        return total / len(data)
+    def mean_loss(self, model, data) -> float:
+        """Mean per-example loss on some split: eval mode, no gradient."""
 
     def evaluate(self, model) -> dict[str, float]:
-        batcher = self.batcher(self.cfg.trainer.eval_batch_size)
-        scores = {}
-        for split, data in self.eval_sets.items():
-            for name, value in evaluate(model, batcher, data, self.task.metrics, self.regression, self.device,
-                                        self.precision).items():
-                scores[f"{split}/{name}"] = value
-        return scores
+        """{"<split>/<metric>": value} on every evaluation split."""
+
+    def selection_split(self, n: int, seed: int):
+        """n training examples drawn by seed (interventional selection)."""
+
+    def identity(self) -> dict:
+        """What determines the starting model and the data: part of every training key."""
+
+
+def make_workload(cfg) -> Workload:
+    if kind_of(cfg.model) == "decoder":
+        from beft.decoder import DecoderWorkload  # imported here: PEFT and the templates are decoder-only
+
+        return DecoderWorkload(cfg)
+    from beft.encoder import EncoderWorkload
+
+    return EncoderWorkload(cfg)

@@ -36,7 +36,7 @@ def top_types(model: str, task: str, seed: int, fraction: float | None) -> dict:
     from beft.cache import Cache
     from beft.selection import SELECTORS, SelectionContext, candidate_cells, score
     from beft.selection.probe import run_probe
-    from beft.workload import EncoderWorkload
+    from beft.encoder import EncoderWorkload
 
     probe_fraction = "null" if fraction is None else str(fraction)
     cfg = compose([f"model={model}", f"task={task}", "regime=low", f"seed={seed}", "method=causal",

@@ -87,8 +87,6 @@ COMMAND_LINE = [
     (["method.terms=[v]"], ["'method.terms' does not exist with method=beft", "probe"]),  # terms: method=fixed
     (["hydra/launcher=foo"], ["unknown hydra/launcher 'foo'", "basic", "joblib", "submitit_local",
                               "submitit_slurm", "slurm"]),
-    (["experiment=table4"], ["experiment=table4", "method=lora_bias", "unknown method 'lora_bias'"]),
-    (["-m", "experiment=table4"], ["experiment=table4", "method=lora_bias"]),
     (["experiment=smoke"], ["experiment=smoke is a sweep", "-m"]),
     (["experiment=table9"], ["unknown experiment 'table9'", "table1"]),
     (["-cn", "nope"], ["unknown config name (-cn) 'nope'", "config"]),

@@ -9,7 +9,8 @@ from beft import bias_updates as U
 from beft.bias_map import BiasMap
 from beft.errors import BeftError
 from beft.methods import fixed_scope
-from beft.pipeline import make_workload, run
+from beft.pipeline import run
+from beft.workload import make_workload
 from beft.trainable import InertKeyBiases, apply_scope
 
 QUICK = ("regime.n=16", "trainer.epochs=1")

@@ -112,7 +112,7 @@ def test_decoder_end_to_end_on_real_files(make_cfg, task, n_eval):
 def test_exported_adapter_reproduces_the_run(make_cfg, model, task):
     from peft import PeftModel
 
-    from beft.pipeline import make_workload
+    from beft.workload import make_workload
 
     cfg = make_cfg(f"model={model}", f"task={task}", "method=fixed-v", *QUICK, "trainer.lr=0.05")
     record = run(cfg)

@@ -11,7 +11,8 @@ from beft.bias_map import BiasMap
 from beft.errors import BeftError
 from beft.fingerprint import installed_version
 from beft.models import load_encoder
-from beft.pipeline import make_workload, run
+from beft.pipeline import run
+from beft.workload import make_workload
 from conftest import REPO
 
 QUICK = ("model=tiny-mpnet", "task=sst2", "regime.n=16", "trainer.epochs=1")

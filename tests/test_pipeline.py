@@ -12,7 +12,7 @@ from beft.fit import fit, training_key
 from beft.pipeline import run
 from beft.record import RECORD
 from beft.trainable import Scope
-from beft.workload import EncoderWorkload
+from beft.encoder import EncoderWorkload
 from beft import config as C
 
 QUICK = ("regime.n=48", "trainer.epochs=2", "trainer.batch_size=16")

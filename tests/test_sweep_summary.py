@@ -11,7 +11,7 @@ import pytest
 from beft.pipeline import run
 from beft.record import read_record, write_json_atomic
 from beft.report import make_tables
-from beft.results import read_store
+from beft.report.store import read_store
 from beft.sweep import summary_line
 from conftest import REPO
 from synthetic import record, write

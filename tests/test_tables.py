@@ -5,9 +5,9 @@ import logging
 import numpy as np
 import pytest
 
-from beft import stats
+from beft.report import stats
 from beft.report import make_tables
-from beft.results import read_store
+from beft.report.store import read_store
 from conftest import REPO
 from synthetic import realistic_store, record, write
 
@@ -227,7 +227,7 @@ def test_arm_matches_the_run_id_label(make_cfg):
 
     from beft.pipeline import method_label, run_id
     from beft.record import legacy_keys
-    from beft.results import arm_of
+    from beft.report.store import arm_of
 
     for overrides in (["method=fixed-v"], ["method=fixed", "method.terms=[q,v]"], ["method=rand_uniform-bitfit"],
                       ["method=beft", "budget=types"], ["method=head"], ["regime.n=40", "method=bitfit"],

@@ -37,10 +37,6 @@ def decoder_tasks() -> tuple[str, ...]:
                         if OmegaConf.load(p).get("decoder") is not None))
 
 
-def is_decoder(cfg) -> bool:
-    return cfg.model.get("kind") == "decoder"
-
-
 def section(task_cfg) -> dict:
     """The task's decoder section as a plain dict, checked, with data entries inherited from the task."""
     name = task_cfg.get("name")

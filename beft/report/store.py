@@ -2,7 +2,7 @@
 
 Records are read, never trusted blindly: a file that is not valid JSON, or lacks the fields a table needs, is
 skipped with a warning (a half-written temp file is never even opened: only files named result.json are
-records). One row per record; `make tables` (beft.tables, beft.figures) aggregates these rows.
+records). One row per record; `make tables` (beft.report.tables, beft.report.figures) aggregates these rows.
 """
 from __future__ import annotations
 

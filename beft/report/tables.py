@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from beft import stats, table_io
 from beft.bias_map import PAPER_LABELS, TYPES
-from beft.results import (ARMS, BIAS_UPDATES, FIXED_ORDER, Store, arm_name, bias_update_arm, fixed_type, order_key,
-                          selection_arms, sort_runs)
-from beft.table_io import DASH
+from beft.report import stats, table_io
+from beft.report.store import (ARMS, BIAS_UPDATES, FIXED_ORDER, Store, arm_name, bias_update_arm, fixed_type,
+                               order_key, selection_arms, sort_runs)
+from beft.report.table_io import DASH
 
 SCALE = 100.0   # metrics are stored as fractions (accuracy, F1, MCC, correlations); tables show ×100
 ROW = ["model", "task", "regime_label", "variant"]
@@ -130,7 +130,7 @@ def main_table(experiment: str, ok: pd.DataFrame, paper: pd.DataFrame):
     notes = [CELL_NOTE] + ([PAPER_NOTE] if with_paper else []) + _tag_notes(paper, tags)
     if show_variant:
         notes.append("setting: runs of one row that differ in model / task / regime / trainer settings are kept "
-                     "apart; the hash identifies the setting (beft.results.variant_of).")
+                     "apart; the hash identifies the setting (beft.report.store.variant_of).")
     return columns, rows, pd.DataFrame(data), notes
 
 

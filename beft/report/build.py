@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from beft import figures as F
-from beft import table_io
-from beft import tables as T
-from beft.results import Store, read_store
+from beft.report import figures as F
+from beft.report import table_io
+from beft.report import tables as T
+from beft.report.store import Store, read_store
 
 log = logging.getLogger("beft")
 NLI_TASKS = {"rte", "mnli", "qnli", "cb", "qqp", "mrpc"}

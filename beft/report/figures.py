@@ -19,7 +19,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from beft.bias_map import TEX_LABELS, TYPES  # noqa: E402
-from beft.results import FIXED_ORDER, SELECTION_METHODS, Store, fixed_type, order_key, sort_runs  # noqa: E402
+from beft.report.store import (FIXED_ORDER, SELECTION_METHODS, Store, fixed_type, order_key,  # noqa: E402
+                               sort_runs)
 
 TASK_NAMES = {"cola": "CoLA", "mnli": "MNLI", "mrpc": "MRPC", "qnli": "QNLI", "qqp": "QQP", "rte": "RTE",
               "sst2": "SST-2", "stsb": "STS-B", "cb": "CB", "wic": "WiC", "boolq": "BoolQ", "copa": "COPA",

@@ -1,0 +1,15 @@
+"""The report program, `make tables`: the results store (results/runs/**/result.json) -> tables and figures.
+
+    store.py     read every record into one row each (arm, seed, metric, counts); what a record is, from itself
+    tables.py    the experiment tables: arms as columns, the paper's own layouts (Table 2, Table 4), paired
+                 comparisons, selection and totals
+    stats.py     paired statistics over seeds (bootstrap CI, sign-flip test)
+    table_io.py  one table as Markdown, CSV and LaTeX
+    figures.py   bars, heat maps, scatter and agreement plots
+    build.py     make_tables: all of the above for every experiment, plus the summary
+
+It reads records only; nothing here trains or loads a model (the run program is the rest of beft).
+"""
+from beft.report.build import make_tables
+
+__all__ = ["make_tables"]
