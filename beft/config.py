@@ -10,11 +10,9 @@ from omegaconf import OmegaConf
 from beft.bias_map import canonical_type
 from beft.checks import CONF_DIR, check_overrides, check_values, group_choices  # noqa: F401 (re-exported)
 from beft.errors import BeftError, choices_error
-from beft.metrics import check_metrics
 from beft.train import TrainSettings
 from beft.workload import kind_of
 
-TASK_KINDS = ("classification", "regression")
 
 
 def all_methods() -> list[str]:
@@ -52,11 +50,9 @@ def _validate_encoder(cfg) -> None:
     if cfg.task.get("kind") is None and cfg.task.get("decoder") is not None:
         raise BeftError(f"task {cfg.task.name} is decoder-only (a prompted task, PAPER.md §C); use a decoder model, "
                         f"e.g. model=opt-1.3b (or tiny-opt), not the encoder {cfg.model.name}")
-    if cfg.task.kind not in TASK_KINDS:
-        raise choices_error(f"task.kind for {cfg.task.name}", cfg.task.kind, TASK_KINDS)
-    check_metrics(cfg.task.metrics)
-    if cfg.task.main_metric not in cfg.task.metrics:
-        raise BeftError(f"task.main_metric={cfg.task.main_metric} is not among task.metrics={list(cfg.task.metrics)}")
+    from beft.data.tasks import validate_task_config
+
+    validate_task_config(cfg.task)   # the one check of a task config: kind, metrics, labels (the loader's too)
     n = cfg.regime.get("n")
     if cfg.regime.name not in ("full", "custom") and n is None and cfg.regime.name not in (cfg.task.get("sizes") or {}):
         raise BeftError(f"task {cfg.task.name} defines no size for regime {cfg.regime.name!r}; "

@@ -17,11 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from beft.data import hub, readers
 from beft.errors import BeftError, choices_error
+from beft.metrics import METRICS as _METRIC_FUNCTIONS
 
 REQUIRED_KEYS = ("name", "kind", "text_fields", "label_names", "metrics", "main_metric", "lr", "epochs",
                  "sizes", "hub", "local")
 KINDS = ("classification", "regression")
-METRICS = ("accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman")
+METRICS = tuple(_METRIC_FUNCTIONS)   # the metrics beft.metrics can compute, and only those
 LOCAL_KEYS = ("reader", "dir", "train", "eval", "fields")  # required; label_map and reader options are optional
 LAYOUT = "the GLUE/SuperGLUE task folders, e.g. SST-2/train.tsv, RTE/dev.tsv, CB/train.jsonl"
 
