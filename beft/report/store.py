@@ -16,9 +16,9 @@ import pandas as pd
 
 from beft.bias_map import PAPER_LABELS, TYPES
 from beft.fingerprint import digest
+from beft.record import RECORD   # the run program names the record file; the report reads it
 
 log = logging.getLogger("beft")
-RECORD = "result.json"
 STATUSES = ("ok", "failed", "interrupted")   # interrupted (Ctrl-C) counts like failed: not in any table
 CELL = ["experiment", "model", "task", "regime_label", "variant", "arm", "seed"]   # one number in a table
 
