@@ -100,16 +100,11 @@ def train_settings(cfg, device: torch.device) -> TrainSettings:
     from beft.record import evaluates_every_epoch
 
     t = cfg.trainer
-    if kind_of(cfg.model) == "decoder":  # the task's decoder schedule, PAPER.md §C.3-C.4
+    if kind_of(cfg.model) == "decoder":  # each workload owns its schedule: the task's decoder one, PAPER.md §C.3-C.4
         from beft.decoder.spec import schedule
-
-        s = schedule(cfg)
-    else:
-        s = {"lr": t.lr if t.lr is not None else cfg.method.get("lr") or cfg.task.lr,
-             # Some models have their own epochs for some tasks (BERT-large, RoBERTa: PAPER.md §B.4).
-             "epochs": t.epochs if t.epochs is not None else
-             (cfg.model.get("task_epochs") or {}).get(cfg.task.name) or cfg.task.epochs,
-             "batch_size": t.batch_size, "grad_accum": t.grad_accum, "schedule": t.schedule}
+    else:                                # the encoder one, PAPER.md §B.3-B.4
+        from beft.encoder import schedule
+    s = schedule(cfg)
     return TrainSettings(lr=float(s["lr"]), epochs=int(s["epochs"]), batch_size=int(s["batch_size"]),
                          max_grad_norm=t.max_grad_norm, adam_eps=t.adam_eps, weight_decay=t.weight_decay,
                          schedule=s["schedule"], grad_accum=int(s["grad_accum"]), group_by_length=t.group_by_length,

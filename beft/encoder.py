@@ -20,6 +20,17 @@ from beft.fingerprint import weights_identity
 from beft.models import encoder_skeleton, load_encoder, load_tokenizer
 
 
+def schedule(cfg) -> dict:
+    """lr, epochs, batch size, gradient accumulation and lr schedule of an encoder run: the task's lr and epochs
+    (PAPER.md §B.3-B.4) unless trainer.lr / trainer.epochs or the method's lr (full: 1e-5) say otherwise."""
+    t = cfg.trainer
+    return {"lr": t.lr if t.lr is not None else cfg.method.get("lr") or cfg.task.lr,
+            # Some models have their own epochs for some tasks (BERT-large, RoBERTa: PAPER.md §B.4).
+            "epochs": t.epochs if t.epochs is not None else
+            (cfg.model.get("task_epochs") or {}).get(cfg.task.name) or cfg.task.epochs,
+            "batch_size": t.batch_size, "grad_accum": t.grad_accum, "schedule": t.schedule}
+
+
 # Data read and tokenized once per process for each (task, data, subset, tokenizer, max length): the jobs of a
 # basic-launcher multirun that differ only in method share it.
 _PREPARED: dict = {}

@@ -31,7 +31,7 @@ DEFAULTS = {"schedule": "linear", "max_length": 2048}
 
 @lru_cache(maxsize=1)
 def decoder_tasks() -> tuple[str, ...]:
-    from beft.config import CONF_DIR
+    from beft.checks import CONF_DIR
 
     return tuple(sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml")
                         if OmegaConf.load(p).get("decoder") is not None))
