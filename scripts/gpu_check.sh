@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The decoder path on a CUDA GPU, as one short script (issue 14 §6): bf16 runs of tiny random decoders through
-# run.py (b_v, beft selection on native biases, LoRA, prefix, generation with F1/EM), one SmolLM2-135M-shaped run
+# run.py (b_v, beft selection on native biases, LoRA, prefix, generation with F1/EM; bias LoRA / DoRA / VeRA and
+# MPNet too), one SmolLM2-135M-shaped run
 # (random weights: its speed and memory are the real model's), and the bench's decoder rows in bf16 and fp32.
 #   OUT=/some/dir bash scripts/gpu_check.sh        -> $OUT/gpu_check.md, $OUT/runs/**/result.json
 # Needs beft's dependencies and BEFT_DATA_DIR (SST-2, SQuAD). SMOLLM2_CONFIG: a folder with SmolLM2's config.json
@@ -23,6 +24,11 @@ run model=tiny-qwen2 task=sst2 method=beft regime.n=64 task.decoder.n_eval=64
 run model=tiny-opt task=sst2 method=lora regime.n=64 task.decoder.n_eval=64
 run model=tiny-llama task=sst2 method=prefix regime.n=64 task.decoder.n_eval=64
 run model=tiny-qwen2 task=squad method=fixed-v regime.n=32 task.decoder.n_eval=32
+# Table 4's structured bias updates (parametrized fp32 biases under bf16 autocast) and MPNet (eager attention)
+run model=tiny-bert task=sst2 method=lora_bias method.terms=[v,q] regime.n=64
+run model=tiny-llama task=sst2 method=vera_bias regime.n=64 task.decoder.n_eval=64
+run model=tiny-qwen2 task=sst2 method=dora_bias regime.n=64 task.decoder.n_eval=64
+run model=tiny-mpnet task=sst2 method=fixed-v regime.n=64
 
 if [ -n "${SMOLLM2_CONFIG:-}" ]; then
     RANDOM_DIR=/tmp/smollm2-135m-random
