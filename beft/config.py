@@ -29,34 +29,15 @@ def validate(cfg) -> None:
         raise choices_error("method", cfg.method.name, all_methods())
     for term in cfg.method.get("terms") or []:
         canonical_type(term)
-    if kind_of(cfg.model) == "decoder":
-        from beft.decoder.spec import validate as validate_decoder
-
-        validate_decoder(cfg)
+    if kind_of(cfg.model) == "decoder":   # each workload checks what it needs of the model, task and method
+        from beft.decoder.spec import validate as validate_workload
     else:
-        _validate_encoder(cfg)
+        from beft.encoder import validate as validate_workload
+    validate_workload(cfg)
     if cfg.method.name == "rand_uniform" and cfg.trainer.weight_decay:
         raise BeftError(f"method=rand_uniform needs trainer.weight_decay=0 (got {cfg.trainer.weight_decay}): weight "
                         "decay would move the weights outside the random mask")
     resolve_device(cfg.trainer.device)
-
-
-def _validate_encoder(cfg) -> None:
-    from beft.methods import DECODER_ONLY
-
-    if cfg.method.name in DECODER_ONLY:
-        raise BeftError(f"method={cfg.method.name} needs a decoder (causal LM), but model={cfg.model.name} is an "
-                        f"encoder; use e.g. model=opt-1.3b (or tiny-opt)")
-    if cfg.task.get("kind") is None and cfg.task.get("decoder") is not None:
-        raise BeftError(f"task {cfg.task.name} is decoder-only (a prompted task, PAPER.md §C); use a decoder model, "
-                        f"e.g. model=opt-1.3b (or tiny-opt), not the encoder {cfg.model.name}")
-    from beft.data.tasks import validate_task_config
-
-    validate_task_config(cfg.task)   # the one check of a task config: kind, metrics, labels (the loader's too)
-    n = cfg.regime.get("n")
-    if cfg.regime.name not in ("full", "custom") and n is None and cfg.regime.name not in (cfg.task.get("sizes") or {}):
-        raise BeftError(f"task {cfg.task.name} defines no size for regime {cfg.regime.name!r}; "
-                        f"set regime.n=... or use one of: {', '.join(cfg.task.get('sizes') or {})}, full")
 
 
 def train_size(cfg) -> int | None:

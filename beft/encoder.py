@@ -16,8 +16,28 @@ from beft.batching import Batcher, Encoded, encode
 from beft.data import load_task
 from beft.evaluate import autocast, evaluate, loss_from_logits, to_device
 from beft.bias_map import BiasMap
+from beft.errors import BeftError
 from beft.fingerprint import weights_identity
 from beft.models import encoder_skeleton, load_encoder, load_tokenizer
+
+
+def validate(cfg) -> None:
+    """What an encoder run needs of the method, the task and the regime (config.validate calls it)."""
+    from beft.methods import DECODER_ONLY
+
+    if cfg.method.name in DECODER_ONLY:
+        raise BeftError(f"method={cfg.method.name} needs a decoder (causal LM), but model={cfg.model.name} is an "
+                        f"encoder; use e.g. model=opt-1.3b (or tiny-opt)")
+    if cfg.task.get("kind") is None and cfg.task.get("decoder") is not None:
+        raise BeftError(f"task {cfg.task.name} is decoder-only (a prompted task, PAPER.md §C); use a decoder model, "
+                        f"e.g. model=opt-1.3b (or tiny-opt), not the encoder {cfg.model.name}")
+    from beft.data.tasks import validate_task_config
+
+    validate_task_config(cfg.task)   # the one check of a task config: kind, metrics, labels (the loader's too)
+    n = cfg.regime.get("n")
+    if cfg.regime.name not in ("full", "custom") and n is None and cfg.regime.name not in (cfg.task.get("sizes") or {}):
+        raise BeftError(f"task {cfg.task.name} defines no size for regime {cfg.regime.name!r}; "
+                        f"set regime.n=... or use one of: {', '.join(cfg.task.get('sizes') or {})}, full")
 
 
 def schedule(cfg) -> dict:
