@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from beft.bias_map import BiasMap, canonical_type
+from beft.bias_updates import METHODS as BIAS_UPDATE_METHODS
 from beft.errors import BeftError
 from beft.trainable import Scope
 
@@ -70,7 +71,7 @@ FIXED = {
     "icl": lambda method_cfg, bias_map: Scope("none"),
     "zero_shot": lambda method_cfg, bias_map: Scope("none"),
     "rand_uniform": _rand_uniform,
-    **{name: _bias_update for name in ("lora_bias", "dora_bias", "vera_bias", "vera1d_bias")},
+    **{name: _bias_update for name in BIAS_UPDATE_METHODS},
 }
 # Methods defined for causal language models only (PAPER.md §C.8): prompted scoring, no task head.
 DECODER_ONLY = ("lora", "prefix", "icl", "zero_shot")

@@ -70,6 +70,16 @@ def bias_update_arm(arm: str) -> tuple[str, str, bool] | None:
     return method, rest.removesuffix("-authors"), authors
 
 
+def update_arm(method: str, types: str, authors: bool) -> str:
+    """The arm of a structured bias update: the inverse of bias_update_arm."""
+    return f"{method}-{types}" + ("-authors" if authors else "")
+
+
+def update_form_name(method: str, authors: bool) -> str:
+    """'LoRA', 'VeRA1D (authors' form)': a structured update's display name, without the bias it updates."""
+    return BIAS_UPDATES[method] + (" (authors' form)" if authors else "")
+
+
 def _types_label(types: str) -> str:
     return "+".join(PAPER_LABELS.get(t, t) for t in types.split("+"))
 

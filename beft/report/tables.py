@@ -16,7 +16,7 @@ import pandas as pd
 from beft.bias_map import PAPER_LABELS, TYPES
 from beft.report import stats, table_io
 from beft.report.store import (ARMS, BIAS_UPDATES, FIXED_ORDER, Store, arm_name, bias_update_arm, fixed_type,
-                               order_key, selection_arms, sort_runs)
+                               order_key, selection_arms, sort_runs, update_arm, update_form_name)
 from beft.report.table_io import DASH
 
 SCALE = 100.0   # metrics are stored as fractions (accuracy, F1, MCC, correlations); tables show ×100
@@ -165,9 +165,8 @@ def table4(ok: pd.DataFrame, paper: pd.DataFrame):
     rows, data = [], []
     for key, runs in _row_blocks(ok):
         for t in types:
-            arms = [(f"fixed-{t}", "directly")] + [
-                (f"{m}-{t}" + ("-authors" if authors else ""), arm_name(f"{m}-v" + ("-authors" if authors else ""))
-                 .replace(" on b_v", "")) for m, authors in updates]
+            arms = [(f"fixed-{t}", "directly")] + [(update_arm(m, t, authors), update_form_name(m, authors))
+                                                   for m, authors in updates]
             if not runs["arm"].isin([a for a, _ in arms]).any():
                 continue
             cells = _label_row(key, runs, False)[:3] + [arm_name(f"fixed-{t}")]
@@ -181,7 +180,7 @@ def table4(ok: pd.DataFrame, paper: pd.DataFrame):
             rows.append(cells)
     columns = ["model", "task", "regime", "bias", "trained directly", "params"]
     for m, authors in updates:
-        name = arm_name(f"{m}-v" + ("-authors" if authors else "")).replace(" on b_v", "")
+        name = update_form_name(m, authors)
         columns += [name, f"{name} params"]
     notes = [CELL_NOTE, "params: trainable parameters, task head included (BERT: classifier + pooler bias). A "
              "structured update of a bias trains its own factors (LoRA: r·(m + n) per bias, the bias read off an "
