@@ -75,9 +75,13 @@ def update_arm(method: str, types: str, authors: bool) -> str:
     return f"{method}-{types}" + ("-authors" if authors else "")
 
 
+def _authors_suffix(authors: bool) -> str:
+    return " (authors' form)" if authors else ""
+
+
 def update_form_name(method: str, authors: bool) -> str:
     """'LoRA', 'VeRA1D (authors' form)': a structured update's display name, without the bias it updates."""
-    return BIAS_UPDATES[method] + (" (authors' form)" if authors else "")
+    return BIAS_UPDATES[method] + _authors_suffix(authors)
 
 
 def _types_label(types: str) -> str:
@@ -90,7 +94,7 @@ def arm_name(arm: str) -> str:
     update = bias_update_arm(arm)
     if update:
         method, types, authors = update
-        return f"{BIAS_UPDATES[method]} on {_types_label(types)}" + (" (authors' form)" if authors else "")
+        return f"{BIAS_UPDATES[method]} on {_types_label(types)}" + _authors_suffix(authors)
     return ARM_NAMES.get(arm, arm)
 
 
