@@ -32,6 +32,7 @@ TITLES = {
     "table6": "Table 6: bias-free LLMs with an added bias",
     "selection": "Selection methods: what they pick and what it is worth",
     "local": "MiniLM on the tasks with local data (CPU)",
+    "local-base": "MPNet-base (all-mpnet-base-v2, 12 x 768) on the tasks with local data (CPU)",
     "decoder-local": "Real decoders on the tasks with local data (CPU): SmolLM2-135M (added biases), Qwen2.5-Coder-0.5B",
     "smoke": "Smoke sweep (random tiny model: checks the plumbing; its numbers mean nothing)",
 }
