@@ -54,6 +54,8 @@ def export_adapter(workload, result: Fit, out_dir: Path) -> dict:
             targets[name[:-5]] = (value - params[name].detach().cpu()).flatten()
         else:
             return {"written": False, "reason": f"the run trains {name}, which is not the bias of a Linear layer"}
+    if not targets:  # MPNet's head has no bias inside the backbone: a head-only run has no BEFT adapter to write
+        return {"written": False, "reason": "the run trained only the task head, no bias vector"}
     base = model.unload() if isinstance(model, PeftModel) else model
     to_save = sorted({n.split(".")[0] for n in head_params})
     config = BeftConfig(task_type="SEQ_CLS" if workload.kind == "encoder" else "CAUSAL_LM",

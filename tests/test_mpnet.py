@@ -72,6 +72,13 @@ def test_a_run_records_the_heads_share_of_its_trainable_parameters(make_cfg):
     assert record["head_params"] == head and record["trainable_params"] == head + 2 * 32
 
 
+def test_a_head_only_run_succeeds_and_says_why_it_wrote_no_adapter(make_cfg):
+    # MPNet's head is all outside the backbone: nothing for a BEFT adapter to target (PEFT refused it once).
+    record = run(make_cfg(*QUICK, "method=head"))
+    assert record["status"] == "ok"
+    assert record["adapter"] == {"written": False, "reason": "the run trained only the task head, no bias vector"}
+
+
 def _parts(tmp_path, files: dict[str, bytes], n: int = 3):
     archive = tmp_path / "model.zip"
     with zipfile.ZipFile(archive, "w") as z:
