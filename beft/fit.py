@@ -79,6 +79,26 @@ def _reuse(cached: dict, scope: Scope, logger) -> Fit:
     return result
 
 
+class EpochEvaluation:
+    """The evaluation of a training: called at the end of each epoch, it scores the model on the workload's
+    evaluation sets (every epoch, or only the last one as the paper does), logs the epoch, and keeps the time
+    spent evaluating apart from the training time."""
+
+    def __init__(self, workload, model, every_epoch: bool, logger=None):
+        self.workload, self.model, self.every_epoch, self.logger = workload, model, every_epoch, logger
+        self.seconds = 0.0
+
+    def __call__(self, epoch: int, entry: dict, last: bool) -> dict:
+        scores = {}
+        if self.every_epoch or last:
+            start = time.perf_counter()
+            scores = self.workload.evaluate(self.model)
+            self.seconds += time.perf_counter() - start
+        if self.logger is not None:
+            self.logger.log({**entry, **scores}, step=epoch)
+        return scores
+
+
 def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) -> tuple[Fit, object]:
     model, source = workload.new_model()
     bias_map = BiasMap(model)
@@ -89,18 +109,7 @@ def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) ->
     log.info("trainable parameters: %s of %s (%.4f%%) [%s]", f"{trainable:,}", f"{total:,}",
              100 * trainable / total, scope.describe())
     inert_keys = InertKeyBiases(model, bias_map)
-    eval_seconds, every_epoch = 0.0, settings.eval_every_epoch
-
-    def on_epoch_end(epoch, entry, last):
-        nonlocal eval_seconds
-        scores = {}
-        if every_epoch or last:
-            start = time.perf_counter()
-            scores = workload.evaluate(model)
-            eval_seconds += time.perf_counter() - start
-        if logger is not None:
-            logger.log({**entry, **scores}, step=epoch)
-        return scores
+    evaluation = EpochEvaluation(workload, model, settings.eval_every_epoch, logger)
 
     snapshots = {}
     snapshot = scope.kind == "all_biases" and settings.schedule == "constant" and settings.max_steps is None
@@ -110,14 +119,14 @@ def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) ->
             snapshots[step] = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     if trainable:
-        run = train(model, workload, workload.train_set, settings, on_epoch_end=on_epoch_end, on_step_end=on_step_end)
+        run = train(model, workload, workload.train_set, settings, on_epoch_end=evaluation, on_step_end=on_step_end)
     else:  # zero-shot, in-context learning: nothing can change, so evaluate once
         start = time.perf_counter()
         run = TrainLog(history=[{"epoch": 0, "train_loss": None, "seconds": 0.0}])
-        run.history[0].update(on_epoch_end(0, run.history[0], True))
+        run.history[0].update(evaluation(0, run.history[0], last=True))
         run.seconds = time.perf_counter() - start
-    result = Fit(key=key, history=run.history, steps=run.steps, train_seconds=run.seconds - eval_seconds,
-                 eval_seconds=eval_seconds, trainable=trainable, total=total, state=None, model_source=source,
+    result = Fit(key=key, history=run.history, steps=run.steps, train_seconds=run.seconds - evaluation.seconds,
+                 eval_seconds=evaluation.seconds, trainable=trainable, total=total, state=None, model_source=source,
                  head_params=head_params)
     if inert_keys.active:
         result.notes.append(inert_keys.note())
