@@ -3,6 +3,7 @@
     python scripts/bench.py                       # step time and peak memory: full, lora, bitfit, v-only (minilm)
     python scripts/bench.py --end-to-end          # SST-2 low-data v-only run: beft defaults vs the authors' protocol
     python scripts/bench.py --decoder             # SmolLM2 prompted SST-2: candidate scoring now vs before
+    python scripts/bench.py --prefix-generation   # SmolLM2 prefix-tuned SQuAD answers: KV cache vs recomputation
     python scripts/bench.py --error-time          # how fast a typo (run.py model=foo) comes back, vs python -c pass
 
 Each training mode runs in its own subprocess so that its peak memory is its own: on CUDA the allocator's
@@ -147,22 +148,13 @@ def decoder_rows(args) -> str:
     `--model-path DIR` swaps in another copy of the weights (the GPU check uses SmolLM2's shape with random
     weights: speed does not depend on the weights' values); `--device` and `--precision` choose where and how."""
     import torch
-    from hydra import compose, initialize_config_dir
 
-    from beft.decoder import DecoderWorkload
     from beft.evaluate import autocast, to_device
     from beft.methods import fixed_scope
     from beft.trainable import apply_scope
 
-    overrides = ["model=smollm2-135m", "task=sst2", "method=fixed-v", "regime.n=64",
-                 f"task.decoder.n_eval={args.eval_n}",
-                 f"data_dir={os.environ.get('BEFT_DATA_DIR') or REPO.parent / 'shared' / 'data'}",
-                 f"trainer.device={args.device}", f"trainer.precision={args.precision}"]
-    if args.model_path:
-        overrides.append(f"model.path={args.model_path}")
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    wl = DecoderWorkload(cfg)
+    wl = _decoder_workload(args, "task=sst2", "method=fixed-v")
+    cfg = wl.cfg
     model, _ = wl.new_model()
     apply_scope(model, wl.bias_map(), fixed_scope(cfg.method, wl.bias_map()))
     cuda = wl.device.type == "cuda"
@@ -200,9 +192,7 @@ def decoder_rows(args) -> str:
                         "step_s": statistics.median(step_s[f][1:])} for f in (False, True)}
     before, now = rows.values()
     weights = f"random weights in {args.model_path}" if args.model_path else "its packaged weights"
-    where = (f"{torch.cuda.get_device_name(wl.device)}, {wl.precision}, peak GPU memory "
-             f"{torch.cuda.max_memory_allocated(wl.device) / 2**30:.2f} GiB" if cuda
-             else f"{torch.get_num_threads()} threads, cpu, {wl.precision}")
+    where = _where(wl)
     lines = [f"smollm2-135m ({weights}), SST-2 prompts, {args.eval_n} validation examples (2 evaluations each), "
              f"forward + backward of a training batch of 8 (added b_v, {args.steps} batches each), interleaved, "
              f"{where}", "",
@@ -213,6 +203,59 @@ def decoder_rows(args) -> str:
                   "training (trainer.eval_every_epoch null), not every epoch: 1 evaluation instead of 5 on the "
                   "paper's 5-epoch schedule."]
     return "\n".join(lines)
+
+
+def prefix_generation_rows(args) -> str:
+    """Greedy SQuAD answers of a prefix-tuned SmolLM2-135M (prefix initialised from real activations, as a run
+    starts): the prefix carried in the KV cache (now) against rerunning the whole sequence for every token (what
+    prefix runs did before: transformers' generate drops PEFT's prefix), the same prompts, one process."""
+    from beft.decoder.scoring import greedy, greedy_by_recomputation
+    from beft.decoder.workload import MAX_NEW_TOKENS
+
+    wl = _decoder_workload(args, "task=squad", "method=prefix")
+    model, _ = wl.new_model()
+    model.eval()
+    items = wl.eval_sets["validation"].items[:args.eval_n]
+    prompts = [wl.coder.generation_prompt(item, MAX_NEW_TOKENS) for item in items]
+    seconds, answers = {"before": [], "now": []}, {}
+    for which in ("before", "now", "now", "before"):   # interleaved, so other load falls on both alike
+        start = time.perf_counter()
+        answers[which] = (greedy(model, prompts, MAX_NEW_TOKENS, wl.coder.stop, wl.coder.pad, prefix_tuned=True)
+                          if which == "now" else greedy_by_recomputation(model, prompts, MAX_NEW_TOKENS, wl.coder.stop))
+        seconds[which].append(time.perf_counter() - start)
+    before, now = (statistics.median(seconds[k]) for k in ("before", "now"))
+    same = sum(a == b for a, b in zip(answers["before"], answers["now"]))
+    tokens = sum(len(a) for a in answers["now"])
+    return "\n".join([
+        f"smollm2-135m, prefix tuning (5 virtual tokens), {len(prompts)} SQuAD validation prompts, {tokens} answer "
+        f"tokens, greedy, 2 runs each, interleaved, {_where(wl)}", "",
+        "| prefix-tuned generation | answers / s |", "|---|---:|",
+        f"| before: whole sequence rerun per token | {len(prompts) / before:.2f} |",
+        f"| now: prefix and prompt in the KV cache | {len(prompts) / now:.2f} |", "",
+        f"now / before: {before / now:.2f}x the answers per second; identical answers: {same} of {len(prompts)}."])
+
+
+def _decoder_workload(args, *overrides):
+    from hydra import compose, initialize_config_dir
+
+    from beft.decoder import DecoderWorkload
+
+    overrides = ["model=smollm2-135m", *overrides, "regime.n=64", f"task.decoder.n_eval={args.eval_n}",
+                 f"data_dir={os.environ.get('BEFT_DATA_DIR') or REPO.parent / 'shared' / 'data'}",
+                 f"trainer.device={args.device}", f"trainer.precision={args.precision}"]
+    if args.model_path:
+        overrides.append(f"model.path={args.model_path}")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return DecoderWorkload(compose(config_name="config", overrides=overrides))
+
+
+def _where(wl) -> str:
+    import torch
+
+    if wl.device.type == "cuda":
+        return (f"{torch.cuda.get_device_name(wl.device)}, {wl.precision}, peak GPU memory "
+                f"{torch.cuda.max_memory_allocated(wl.device) / 2**30:.2f} GiB")
+    return f"{torch.get_num_threads()} threads, cpu, {wl.precision}"
 
 
 def _per_seed_ratio(rows):
@@ -258,7 +301,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--end-to-end", action="store_true")
     parser.add_argument("--decoder", action="store_true", help="SmolLM2 scoring: one prompt row vs one per candidate")
-    parser.add_argument("--eval-n", type=int, default=128)
+    parser.add_argument("--prefix-generation", action="store_true", help="prefix-tuned SQuAD answers: cache vs none")
+    parser.add_argument("--eval-n", type=int, default=None, help="validation examples (decoder 128, prefix 16)")
     parser.add_argument("--model-path", help="--decoder: load the weights from this folder instead")
     parser.add_argument("--precision", default="auto", help="--decoder: auto (bf16 on CUDA), fp32, bf16")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -272,7 +316,11 @@ def main() -> None:
     elif args.end_to_end:
         print(end_to_end(args))
     elif args.decoder:
+        args.eval_n = args.eval_n or 128
         print(decoder_rows(args))
+    elif args.prefix_generation:
+        args.eval_n = args.eval_n or 16
+        print(prefix_generation_rows(args))
     elif args.error_time:
         print(error_table(args.repeats))
     else:

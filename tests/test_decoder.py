@@ -156,16 +156,24 @@ def test_peft_baselines_icl_and_zero_shot(make_cfg, method, trainable):
     assert record["adapter"]["written"] is False  # not a bias-only run: no BEFT adapter
 
 
+def test_prefix_tuning_on_a_generation_task_answers_and_scores(make_cfg):
+    record = run(make_cfg("model=tiny-llama", "task=squad", "method=prefix", "regime.n=8", "trainer.epochs=1",
+                          "task.decoder.n_eval=4"))
+    final = record["metrics"]["final"]
+    assert record["status"] == "ok" and record["trainable_params"] == 5 * 2 * 2 * 16  # GQA: k/v width 16
+    assert 0.0 <= final["validation/em"] <= final["validation/f1"] <= 1.0
+
+
 def test_greedy_decoding_stops_at_a_newline_and_agrees_without_cache(workload):
-    from beft.decoder.scoring import greedy
+    from beft.decoder.scoring import greedy, greedy_by_recomputation
 
     wl, _ = workload("model=tiny-opt", "task=sst2", "method=zero_shot")
     model, _ = wl.new_model()
     model.eval()
     prompts = [wl.coder.bos + it.prompt for it in wl.eval_sets["validation"].items[:3]]
     stop = wl.coder.stop
-    cached = greedy(model, prompts, 12, stop, wl.coder.pad, use_cache=True)
-    uncached = greedy(model, prompts, 12, stop, wl.coder.pad, use_cache=False)
+    cached = greedy(model, prompts, 12, stop, wl.coder.pad)
+    uncached = greedy_by_recomputation(model, prompts, 12, stop)
     assert cached == uncached                      # left-padded KV-cache decoding = step-by-step recomputation
     assert all(len(c) <= 12 and not set(c) & set(stop) for c in cached)
     # Make the newline token the certain next token: decoding must stop before it, with nothing generated.
@@ -176,6 +184,23 @@ def test_greedy_decoding_stops_at_a_newline_and_agrees_without_cache(workload):
         model.model.decoder.final_layer_norm.weight.zero_()
         model.model.decoder.final_layer_norm.bias.fill_(1.0)
     assert greedy(model, prompts, 12, stop, wl.coder.pad) == [[], [], []]
+
+
+@pytest.mark.parametrize("model_name", ["tiny-llama", "tiny-opt"])
+def test_prefix_tuned_greedy_decoding_uses_the_prefix_and_equals_recomputation(workload, model_name):
+    from beft.decoder.scoring import greedy, greedy_by_recomputation
+
+    wl, _ = workload(f"model={model_name}", "task=squad", "method=prefix")
+    model, _ = wl.new_model()
+    with torch.no_grad():  # a strong random prefix, so that it visibly steers the answers
+        for p in model.prompt_encoder.parameters():
+            p.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    model.eval()
+    prompts = [wl.coder.bos + it.prompt for it in wl.eval_sets["validation"].items[:4]]
+    stop = wl.coder.stop
+    cached = greedy(model, prompts, 10, stop, wl.coder.pad, prefix_tuned=True)
+    assert cached == greedy_by_recomputation(model, prompts, 10, stop)  # prefix in the cache = recomputed
+    assert cached != greedy_by_recomputation(model.get_base_model(), prompts, 10, stop)  # and it mattered
 
 
 @pytest.mark.parametrize("model", ["tiny-opt", "tiny-llama", "tiny-qwen2"])

@@ -99,13 +99,17 @@ def lm_loss(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def greedy(model, prompts: list[list[int]], max_new_tokens: int, stop: list[int], pad: int,
-           use_cache: bool = True) -> list[list[int]]:
+           prefix_tuned: bool = False) -> list[list[int]]:
     """Greedy continuations of token-id prompts, cut before the first stop token.
 
-    use_cache: transformers' generate (KV cache, left padding). Prefix-tuned models need use_cache=False:
-    generate drops PEFT's prefix in transformers 5, so each step reruns the right-padded batch instead.
+    Plain and LoRA models: transformers' generate (KV cache, left padding). Prefix-tuned models: generate drops
+    PEFT's prefix in transformers 5, so each prompt runs alone, without padding: its first forward goes through
+    the PEFT model, which puts the prefix's keys and values in the cache, and every next token through the base
+    model on that cache (same positions and attention as recomputing prefix + prompt + answer at each step).
     """
-    if use_cache:
+    if prefix_tuned:
+        continuations = [_greedy_after_prefix(model, p, max_new_tokens, stop) for p in prompts]
+    else:
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         attention = torch.zeros_like(ids)
@@ -116,32 +120,35 @@ def greedy(model, prompts: list[list[int]], max_new_tokens: int, stop: list[int]
         out = model.generate(input_ids=ids.to(device), attention_mask=attention.to(device), do_sample=False,
                              max_new_tokens=max_new_tokens, eos_token_id=stop, pad_token_id=pad)
         continuations = out[:, width:].tolist()
-    else:
-        continuations = _greedy_without_cache(model, prompts, max_new_tokens, stop, pad)
     return [_cut(c, stop) for c in continuations]
 
 
-def _greedy_without_cache(model, prompts, max_new_tokens, stop, pad) -> list[list[int]]:
+def _greedy_after_prefix(peft_model, prompt: list[int], max_new_tokens: int, stop: list[int]) -> list[int]:
+    device = next(peft_model.parameters()).device
+    base = peft_model.get_base_model()
+    out = peft_model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+    tokens = []
+    while True:
+        token = int(out.logits[0, -1].argmax())
+        tokens.append(token)
+        if token in stop or len(tokens) == max_new_tokens:
+            return tokens
+        out = base(input_ids=torch.tensor([[token]], device=device), past_key_values=out.past_key_values,
+                   use_cache=True)
+
+
+@torch.no_grad()
+def greedy_by_recomputation(model, prompts: list[list[int]], max_new_tokens: int, stop: list[int]) -> list[list[int]]:
+    """Reference decoding for tests and the bench: one prompt at a time, the whole sequence rerun for every token."""
+    out = []
     device = next(model.parameters()).device
-    seqs, done = [list(p) for p in prompts], [False] * len(prompts)
-    starts = [len(p) for p in prompts]
-    for _ in range(max_new_tokens):
-        active = [i for i, d in enumerate(done) if not d]
-        if not active:
-            break
-        width = max(len(seqs[i]) for i in active)
-        ids = torch.full((len(active), width), pad, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        for r, i in enumerate(active):
-            ids[r, :len(seqs[i])] = torch.tensor(seqs[i])
-            attention[r, :len(seqs[i])] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
-        last = attention.sum(1).to(device) - 1
-        next_ids = logits[torch.arange(len(active), device=device), last].argmax(-1).tolist()
-        for i, token in zip(active, next_ids):
-            seqs[i].append(token)
-            done[i] = token in stop
-    return [s[start:] for s, start in zip(seqs, starts)]
+    for prompt in prompts:
+        answer = []
+        while len(answer) < max_new_tokens and not (answer and answer[-1] in stop):
+            ids = torch.tensor([list(prompt) + answer], device=device)
+            answer.append(int(model(input_ids=ids).logits[0, -1].argmax()))
+        out.append(_cut(answer, stop))
+    return out
 
 
 def _cut(tokens: list[int], stop: list[int]) -> list[int]:

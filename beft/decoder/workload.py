@@ -180,11 +180,11 @@ class DecoderWorkload:
     def generate(self, model, data: PromptSet) -> list[str]:
         """Greedy answers (first line, stripped), in the split's order."""
         out = [None] * len(data)
-        use_cache = self.adapter != "prefix"
         for chunk in self.coder.eval_chunks(data, int(self.cfg.trainer.eval_batch_size), rows="gold"):
             prompts = [self.coder.generation_prompt(data.items[i], MAX_NEW_TOKENS) for i in chunk]
             with autocast(self.device, self.precision):
-                tokens = scoring.greedy(model, prompts, MAX_NEW_TOKENS, self.coder.stop, self.coder.pad, use_cache)
+                tokens = scoring.greedy(model, prompts, MAX_NEW_TOKENS, self.coder.stop, self.coder.pad,
+                                        prefix_tuned=self.adapter == "prefix")
             for i, ids in zip(chunk, tokens):
                 out[i] = self.coder.decode(ids).split("\n")[0].strip()
         return out
