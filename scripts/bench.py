@@ -154,9 +154,8 @@ def decoder_rows(args) -> str:
     from beft.trainable import apply_scope
 
     wl = _decoder_workload(args, "task=sst2", "method=fixed-v")
-    cfg = wl.cfg
     model, _ = wl.new_model()
-    apply_scope(model, wl.bias_map(), fixed_scope(cfg.method, wl.bias_map()))
+    apply_scope(model, wl.bias_map(), fixed_scope(wl.cfg.method, wl.bias_map()))
     cuda = wl.device.type == "cuda"
 
     def timed(work) -> float:
@@ -303,7 +302,7 @@ def main() -> None:
     parser.add_argument("--decoder", action="store_true", help="SmolLM2 scoring: one prompt row vs one per candidate")
     parser.add_argument("--prefix-generation", action="store_true", help="prefix-tuned SQuAD answers: cache vs none")
     parser.add_argument("--eval-n", type=int, default=None, help="validation examples (decoder 128, prefix 16)")
-    parser.add_argument("--model-path", help="--decoder: load the weights from this folder instead")
+    parser.add_argument("--model-path", help="--decoder, --prefix-generation: load the weights from this folder")
     parser.add_argument("--precision", default="auto", help="--decoder: auto (bf16 on CUDA), fp32, bf16")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out-dir", default=str(REPO / "outputs" / "bench"))

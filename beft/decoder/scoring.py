@@ -128,13 +128,13 @@ def _greedy_after_prefix(peft_model, prompt: list[int], max_new_tokens: int, sto
     base = peft_model.get_base_model()
     out = peft_model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
     tokens = []
-    while True:
-        token = int(out.logits[0, -1].argmax())
-        tokens.append(token)
-        if token in stop or len(tokens) == max_new_tokens:
-            return tokens
-        out = base(input_ids=torch.tensor([[token]], device=device), past_key_values=out.past_key_values,
+    while len(tokens) < max_new_tokens:
+        tokens.append(int(out.logits[0, -1].argmax()))
+        if tokens[-1] in stop or len(tokens) == max_new_tokens:
+            break   # no forward pass for a token that will not be used
+        out = base(input_ids=torch.tensor([tokens[-1:]], device=device), past_key_values=out.past_key_values,
                    use_cache=True)
+    return tokens
 
 
 @torch.no_grad()
