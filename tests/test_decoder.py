@@ -217,3 +217,19 @@ def test_shared_prompt_scoring_equals_one_row_per_candidate(workload, model, mon
     rows = wl.candidate_scores(model_, data)
     for a, b in zip(shared, rows):
         assert a == pytest.approx(b, abs=1e-4)
+
+
+@pytest.mark.filterwarnings("error:.*past_key_values.*:FutureWarning")  # the old name goes in transformers 5.40
+@pytest.mark.parametrize("model", ["tiny-opt", "tiny-llama"])
+def test_the_kv_cache_is_passed_under_the_installed_name_and_continues_the_prompt(workload, model):
+    from beft.decoder.kv_cache import cache_of, with_cache
+
+    wl, _ = workload(f"model={model}", "task=sst2", "method=lora")   # a PEFT wrapper: the name comes from its base
+    model_, _ = wl.new_model()
+    model_.eval()
+    ids = torch.tensor([wl.coder.bos + wl.eval_sets["validation"].items[0].prompt])
+    with torch.no_grad():
+        whole = model_(input_ids=ids).logits[0, -1]
+        head = model_(input_ids=ids[:, :-1], use_cache=True)
+        step = model_(input_ids=ids[:, -1:], **with_cache(model_, cache_of(head))).logits[0, -1]
+    torch.testing.assert_close(step, whole, rtol=1e-4, atol=1e-5)   # the cache held the prompt's keys and values

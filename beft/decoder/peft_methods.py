@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from beft.bias_map import BiasMap
+from beft.decoder.kv_cache import cache_of
 
 ADAPTERS = ("beft", "lora", "prefix")
 NO_ADAPTER = ("full", "head", "icl", "zero_shot")   # methods that train (or score) the model as it is
@@ -75,7 +76,7 @@ def init_prefix_from_activations(peft_model, n_tokens: int, generator: torch.Gen
     ids = torch.randint(0, base.config.vocab_size, (1, n_tokens), generator=generator)
     was_training = base.training
     base.eval()
-    cache = base(input_ids=ids.to(device), use_cache=True).past_key_values
+    cache = cache_of(base(input_ids=ids.to(device), use_cache=True))
     base.train(was_training)
     layers = [(layer.keys, layer.values) for layer in cache.layers]
     kv = torch.stack([torch.stack(pair) for pair in layers])       # (layer, 2, 1, heads, tokens, dim)

@@ -16,6 +16,8 @@ import string
 import torch
 import torch.nn.functional as F
 
+from beft.decoder.kv_cache import cache_of, with_cache
+
 
 def option_logprobs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of the candidate tokens' log-probabilities, number of candidate tokens), one per row."""
@@ -63,7 +65,7 @@ def shared_prompt_scores(model, prefix: list[int], options: list[list[int]], pad
     n, width, length = len(options), max(len(o) for o in options), len(prefix)
     totals = torch.stack([first[o[0]] for o in options])
     if width > 1:
-        cache = out.past_key_values
+        cache = cache_of(out)
         cache.batch_repeat_interleave(n)
         ids = torch.full((n, width), pad, dtype=torch.long)
         attention = torch.zeros((n, length + width), dtype=torch.long)
@@ -73,7 +75,7 @@ def shared_prompt_scores(model, prefix: list[int], options: list[list[int]], pad
             attention[r, length:length + len(option)] = 1
         positions = (length + torch.arange(width)).expand(n, width)
         logp = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
-                     past_key_values=cache).logits.float().log_softmax(-1)
+                     **with_cache(model, cache)).logits.float().log_softmax(-1)
         for r, option in enumerate(options):      # token j of a candidate is predicted at its position j - 1
             totals[r] = totals[r] + sum(logp[r, j - 1, option[j]] for j in range(1, len(option)))
     return totals / torch.tensor([len(o) for o in options], device=totals.device)
@@ -132,7 +134,7 @@ def _greedy_after_prefix(peft_model, prompt: list[int], max_new_tokens: int, sto
         tokens.append(int(out.logits[0, -1].argmax()))
         if tokens[-1] in stop or len(tokens) == max_new_tokens:
             break   # no forward pass for a token that will not be used
-        out = base(input_ids=torch.tensor([tokens[-1:]], device=device), past_key_values=out.past_key_values,
+        out = base(input_ids=torch.tensor([tokens[-1:]], device=device), **with_cache(base, cache_of(out)),
                    use_cache=True)
     return tokens
 
