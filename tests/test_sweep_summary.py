@@ -122,3 +122,26 @@ def test_two_ok_records_in_one_cell_warn_once_and_the_table_is_written(tmp_path,
     table = (tmp_path / "tables" / "table1.md").read_text()
     assert "| 61.00 ± 44.17 (3) |" in table   # b_v over seeds: 0.10 (the newest), 0.86, 0.87
     assert (tmp_path / "tables" / "table1_paired.md").exists()
+
+
+def test_two_sweeps_started_in_the_same_second_get_folders_of_their_own(monkeypatch):
+    """Each sweep's jobs file lives in its sweep folder: a shared folder would mix (and erase) two sweeps' outcomes."""
+    import datetime as dt
+
+    import hydra.core.utils
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    folders = []
+    for microsecond in (100_000, 900_000):     # two processes, the same wall-clock second
+        class Clock(dt.datetime):
+            @classmethod
+            def now(cls, tz=None):
+                return dt.datetime(2026, 12, 2, 3, 15, 33, microsecond)
+        monkeypatch.setattr(hydra.core.utils, "datetime", Clock)
+        hydra.core.utils.setup_globals()       # Hydra's `now` resolver, reading the patched clock
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose(config_name="config", return_hydra_config=True)
+        folders.append((OmegaConf.select(cfg, "hydra.sweep.dir"), OmegaConf.select(cfg, "hydra.run.dir")))
+    (sweep_a, run_a), (sweep_b, run_b) = folders
+    assert "2026-12-02/03-15-33" in sweep_a and sweep_a != sweep_b and run_a != run_b
