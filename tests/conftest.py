@@ -19,12 +19,12 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
-def compose(*overrides: str):
-    """The run config as `python run.py <overrides>` would build it."""
+def compose(*overrides: str, hydra_config: bool = False):
+    """The run config as `python run.py <overrides>` would build it (with its `hydra` node if asked)."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 @pytest.fixture

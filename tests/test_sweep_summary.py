@@ -129,8 +129,9 @@ def test_two_sweeps_started_in_the_same_second_get_folders_of_their_own(monkeypa
     import datetime as dt
 
     import hydra.core.utils
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
+
+    from conftest import compose
 
     folders = []
     for microsecond in (100_000, 900_000):     # two processes, the same wall-clock second
@@ -140,8 +141,7 @@ def test_two_sweeps_started_in_the_same_second_get_folders_of_their_own(monkeypa
                 return dt.datetime(2026, 12, 2, 3, 15, 33, microsecond)
         monkeypatch.setattr(hydra.core.utils, "datetime", Clock)
         hydra.core.utils.setup_globals()       # Hydra's `now` resolver, reading the patched clock
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose(config_name="config", return_hydra_config=True)
+        cfg = compose(hydra_config=True)
         folders.append((OmegaConf.select(cfg, "hydra.sweep.dir"), OmegaConf.select(cfg, "hydra.run.dir")))
     (sweep_a, run_a), (sweep_b, run_b) = folders
     assert "2026-12-02/03-15-33" in sweep_a and sweep_a != sweep_b and run_a != run_b

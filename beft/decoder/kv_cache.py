@@ -21,5 +21,4 @@ def with_cache(model, cache) -> dict:
 
 def cache_of(output):
     """The key/value cache a forward pass with `use_cache=True` returned."""
-    fields = output.keys()
-    return output["cache"] if "cache" in fields else output["past_key_values"]
+    return output["cache"] if "cache" in output else output["past_key_values"]
