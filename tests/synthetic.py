@@ -31,7 +31,7 @@ def method_config(arm: str) -> dict:
 
 def record(model: str, task: str, arm: str, seed: int, value: float, *, regime: str = "low", n: int | None = None,
            status: str = "ok", scores: dict | None = None, layers: int = 12, trainable: int = 11522,
-           epochs: int | None = None) -> dict:
+           epochs: int | None = None, seconds: float = 1.3) -> dict:
     method = method_config(arm)
     config = {"model": {"name": model}, "task": {"name": task, "main_metric": METRICS.get(task, "accuracy")},
               "regime": {"name": regime, "n": n}, "method": method, "budget": {"name": "one_type"},
@@ -49,7 +49,7 @@ def record(model: str, task: str, arm: str, seed: int, value: float, *, regime: 
                metrics={"main": {"name": metric, "value": value}, "final": {metric: value},
                         "best": {"epoch": 0, metric: value},
                         "history": [{"epoch": 0, "train_loss": 0.5, "seconds": 1.0, metric: value}]},
-               timing={"load": 0.1, "train": 1.0, "eval": 0.2, "total": 1.3})
+               timing={"load": 0.1, "train": seconds - 0.3, "eval": 0.2, "total": seconds})
     if arm in SELECTORS:
         scores = scores or {t: [0.1] * layers for t in TYPES}
         type_scores = {t: float(np.mean(v)) for t, v in scores.items()}

@@ -236,3 +236,21 @@ def test_arm_matches_the_run_id_label(make_cfg):
         key = legacy_keys(cfg)[0]
         rec = {"key": key, "run_id": run_id(cfg, key), "config": OmegaConf.to_container(cfg, resolve=True)}
         assert arm_of(rec) == method_label(cfg), overrides
+
+
+def test_cost_table_reads_each_runs_wall_time(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, seconds in enumerate([60.0, 120.0, 600.0]):
+        write(runs, "local", record("minilm", "sst2", "fixed-v", seed, 0.8, seconds=seconds))
+    untimed = record("minilm", "sst2", "fixed-q", 0, 0.7)
+    del untimed["timing"]                      # an old record without timing: counted, not timed
+    write(runs, "local", untimed)
+    write(runs, "local", record("minilm", "sst2", "fixed-k", 0, 0.6, seconds=1800.0))
+    write(runs, "local", record("minilm", "sst2", "fixed-k", 1, 0.6, status="failed"))   # failed: not counted
+    build(tmp_path, with_figures=False)
+    lines = (tmp_path / "tables" / "local_cost.md").read_text().splitlines()
+    # b_v: 1, 2 and 10 minutes -> median 2.0, range 1.0-10.0, 13 minutes = 0.22 h
+    assert "| minilm | sst2 | b_v | 3 | 2.0 | 1.0–10.0 | 0.22 |" in lines
+    assert "| minilm | sst2 | b_q | 1 (0 timed) | — | — | — |" in lines
+    assert "| minilm | sst2 | b_k | 1 | 30.0 | — | 0.50 |" in lines
+    assert "| all |  |  | 5 (4 timed) |  |  | 0.72 |" in lines

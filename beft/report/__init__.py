@@ -4,6 +4,7 @@
     tables.py    the experiment tables: arms as columns, the paper's own layouts (Table 2, Table 4), paired
                  comparisons, selection and totals
     stats.py     paired statistics over seeds (bootstrap CI, sign-flip test)
+    costs.py     what each run cost: wall time per model × task × arm, from the records' timing
     table_io.py  one table as Markdown, CSV and LaTeX
     figures.py   bars, heat maps, scatter and agreement plots
     build.py     make_tables: all of the above for every experiment, plus the summary

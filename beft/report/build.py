@@ -1,9 +1,10 @@
 """`make tables` from end to end: read the results store, write every table and figure, and a summary.
 
-results/runs/<experiment>/**/result.json  ->  results/tables/<experiment>[_paired|_selection].{md,csv,tex},
-results/tables/fig1_scores.*, results/tables/summary.md, results/figures/<experiment>_*.png.
+results/runs/<experiment>/**/result.json  ->  results/tables/<experiment>[_paired|_selection|_totals|_cost].*,
+results/tables/fig1_scores.*, results/tables/summary.md, results/figures/<experiment>_*.png (.* = .md .csv .tex).
 Both output folders are generated: what the previous call wrote (listed in each folder's `.manifest`) is
-removed first, so a table never outlives its records, and nothing else there is touched. The same records give byte-identical tables (everything sorted, no timestamps).
+removed first, so a table never outlives its records, and nothing else there is touched. The same records give
+byte-identical tables (everything sorted, no timestamps).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from beft.report import figures as F
+from beft.report.costs import COST_NOTE, cost_table
 from beft.report import table_io
 from beft.report import tables as T
 from beft.report.store import Store, read_store
@@ -93,6 +95,8 @@ def _experiment_tables(name: str, ok: pd.DataFrame, failed: int, paper: pd.DataF
         extra += (f"\n## Across rows\n\n{table_io.markdown(t_columns, t_rows)}\n- {T.TOTALS_NOTE}\n")
         paths += table_io.write(out, f"{name}_totals", f"{title}: across rows", t_columns, t_rows,
                                 [T.TOTALS_NOTE], t_data)
+    c_columns, c_rows, c_data = cost_table(ok)
+    paths += table_io.write(out, f"{name}_cost", f"{title}: cost per run", c_columns, c_rows, [COST_NOTE], c_data)
     return table_io.write(out, name, title, columns, rows, notes, data, extra) + paths
 
 

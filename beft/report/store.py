@@ -157,6 +157,7 @@ def _row(record: dict, experiment: str, path: Path) -> dict:
         "value": main.get("value", math.nan), "trainable_params": record.get("trainable_params"),
         "total_params": record.get("total_params"), "top_type": (selection.get("ranking") or [None])[0],
         "chosen": "+".join(selection.get("chosen_types") or []) or None, "is_selection": is_selection(record),
+        "seconds": (record.get("timing") or {}).get("total", math.nan),
     }
 
 

@@ -25,7 +25,7 @@ def markdown(columns: list[str], rows: list[list[str]]) -> str:
 
 
 def _numeric_column(rows, i) -> bool:
-    cells = [r[i] for r in rows if r[i] != DASH]
+    cells = [r[i] for r in rows if r[i] not in (DASH, "")]   # "": a cell that does not apply (a total row)
     return bool(cells) and all(re.match(r"^[-+−]?[\d.,]", str(c)) for c in cells)
 
 
