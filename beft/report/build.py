@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from beft.report import figures as F
-from beft.report.costs import COST_NOTE, cost_table
 from beft.report import table_io
 from beft.report import tables as T
+from beft.report.costs import COST_NOTE, cost_table
 from beft.report.store import Store, read_store
 
 log = logging.getLogger("beft")

@@ -6,11 +6,10 @@ row sums the experiment. Wall time depends on what shared the machine, so the ta
 """
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from beft.report.store import arm_name, sort_runs
+from beft.report.table_io import DASH
 
 COST_NOTE = ("Wall time of each ok run as its record states it (timing.total: loading, training, evaluation). It "
              "depends on what shared the machine (other jobs, threads) and includes a selection's probe; a run "
@@ -24,17 +23,16 @@ def cost_table(ok: pd.DataFrame):
     rows, data = [], []
     for (model, task, arm), group in runs.groupby(["model", "task", "arm"], sort=False):
         minutes = group["seconds"].dropna() / 60
-        timed = not minutes.empty
+        cell = {"model": model, "task": task, "arm": arm, "runs": len(group), "timed": len(minutes),
+                "median_min": minutes.median(), "min_min": minutes.min(), "max_min": minutes.max(),
+                "sum_h": minutes.sum() / 60}                  # NaN statistics (0 for the sum) when untimed
+        data.append(cell)
         rows.append([model, task, arm_name(arm), _runs_text(len(group), len(minutes)),
-                     f"{minutes.median():.1f}" if timed else "—",
-                     f"{minutes.min():.1f}–{minutes.max():.1f}" if len(minutes) > 1 else "—",
-                     f"{minutes.sum() / 60:.2f}" if timed else "—"])
-        data.append({"model": model, "task": task, "arm": arm, "runs": len(group), "timed": len(minutes),
-                     "median_min": minutes.median() if timed else math.nan,
-                     "min_min": minutes.min() if timed else math.nan,
-                     "max_min": minutes.max() if timed else math.nan, "sum_h": minutes.sum() / 60})
-    timed = runs["seconds"].dropna()
-    rows.append(["all", "", "", _runs_text(len(runs), len(timed)), "", "", f"{timed.sum() / 3600:.2f}"])
+                     f"{cell['median_min']:.1f}" if len(minutes) else DASH,
+                     f"{cell['min_min']:.1f}–{cell['max_min']:.1f}" if len(minutes) > 1 else DASH,
+                     f"{cell['sum_h']:.2f}" if len(minutes) else DASH])
+    seconds = runs["seconds"].dropna()
+    rows.append(["all", "", "", _runs_text(len(runs), len(seconds)), "", "", f"{seconds.sum() / 3600:.2f}"])
     return columns, rows, pd.DataFrame(data)
 
 
