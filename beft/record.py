@@ -129,8 +129,17 @@ def environment(device: str, model_source: dict, data_source: dict) -> dict:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
-    return {"versions": versions, "python": platform.python_version(), "device": device,
+    return {"versions": versions, "python": platform.python_version(), "device": device, "host": _host(),
             "git_commit": _git_commit(), "model": model_source, "data": data_source}
+
+
+def _host() -> dict:
+    """The CPU kernels torch dispatched to. Float results repeat exactly on one host, not across kernel sets (an
+    AVX-512 and an AVX2 host train the same key to numbers a few examples apart), so a reader can tell the two."""
+    import torch
+
+    return {"machine": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads()}
 
 
 def summary_line(record: dict) -> str:

@@ -27,6 +27,7 @@ def test_minilm_v_run_writes_a_complete_record(make_cfg, tmp_path):
     assert 0.0 <= record["metrics"]["main"]["value"] <= 1.0
     assert [e["epoch"] for e in record["metrics"]["history"]] == [0, 1]
     assert record["env"]["data"]["kind"] == "local" and record["env"]["model"]["kind"] == "package"
+    assert record["env"]["host"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()   # AVX2, AVX512...
     assert set(record["timing"]) >= {"load", "train", "eval", "total"}
     saved = json.loads((tmp_path / "runs" / record["run_id"] / RECORD).read_text())
     assert saved["key"] == record["key"] and saved["metrics"] == record["metrics"]
