@@ -136,7 +136,7 @@ def environment(device: str, model_source: dict, data_source: dict) -> dict:
 def _host() -> dict:
     """The CPU kernels torch dispatched to. Float results repeat exactly on one host, not necessarily across hosts
     (two machines trained one MPNet key to numbers 6 examples apart), so a reader can tell such records apart."""
-    import torch   # here, not at the top: beft.cli imports this module and answers bad input without torch
+    import torch   # only here: the rest of this module reads and writes JSON and loads without torch
 
     return {"machine": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_threads": torch.get_num_threads()}
