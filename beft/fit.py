@@ -13,6 +13,7 @@ from beft.bias_map import BiasMap
 from beft.cache import Cache
 from beft.fingerprint import code_version, digest
 from beft.models import num_parameters
+from beft.record import without_neutral
 from beft.train import TrainLog, TrainSettings, train
 from beft.trainable import InertKeyBiases, Scope, apply_scope
 
@@ -22,6 +23,9 @@ STATE_LIMIT = 5_000_000  # keep the trained tensors of parameter-efficient scope
 # With a constant lr they are exactly what a probe shortened to that share reaches (the same batches, the same
 # updates), so `method.probe.fraction` 0.1 / 0.25 / 0.5 is free once the full probe exists.
 SNAPSHOT_FRACTIONS = (0.1, 0.25, 0.5)
+# TrainSettings fields added after trainings were cached, at the value that trains exactly as before they existed:
+# left out of the training key at that value (beft.record.NEUTRAL is the same rule for record keys).
+NEUTRAL_SETTINGS: dict = {}
 
 
 def snapshot_step(fraction: float, total_steps: int) -> int:
@@ -53,6 +57,7 @@ def training_key(workload, scope: Scope, settings: TrainSettings) -> str:
     identity), what is trained, and the schedule. Not the method that asked for it, nor the config's layout.
     (The evaluation schedule sits beside the settings, where it was before it moved into them: same keys.)"""
     trained = {k: v for k, v in asdict(settings).items() if k not in ("progress", "desc", "eval_every_epoch")}
+    trained = without_neutral(trained, NEUTRAL_SETTINGS)
     return digest({"start": workload.identity(), "scope": scope.identity(), "code": code_version(),
                    "settings": trained, "eval_every_epoch": settings.eval_every_epoch})
 

@@ -27,6 +27,10 @@ KEY_SECTIONS = ("model", "task", "regime", "method", "budget", "trainer", "seed"
 KEY_IGNORED = {"trainer": {"device", "progress", "eval_batch_size", "eval_train", "cache_dir"},
                "model": {"path", "package"}}
 RECORD = "result.json"
+# Fields added after records existed, at the value that does exactly what the code did before them: a field at
+# that value is left out of the key, so a new knob never re-keys (and reruns) the records made without it.
+# Add every new result-changing field of a key section here with its old behaviour's value.
+NEUTRAL = {"trainer": {}, "model": {}, "task": {}, "method": {}}
 
 
 def key_fields(cfg) -> dict:
@@ -40,8 +44,15 @@ def key_fields(cfg) -> dict:
             value = {k: v for k, v in value.items() if k != "decoder"}  # the prompted form cannot change an encoder run
         if section == "trainer" and isinstance(value, dict) and value.get("eval_every_epoch", False) is None:
             value = {**value, "eval_every_epoch": evaluates_every_epoch(container)}  # the default, resolved
+        if isinstance(value, dict):
+            value = without_neutral(value, NEUTRAL.get(section, {}))
         fields[section] = value
     return fields
+
+
+def without_neutral(values: dict, neutral: dict) -> dict:
+    """`values` minus the fields that sit at their neutral (pre-existing behaviour) value."""
+    return {k: v for k, v in values.items() if not (k in neutral and v == neutral[k])}
 
 
 def evaluates_every_epoch(cfg) -> bool:

@@ -135,3 +135,13 @@ def test_a_committed_record_does_not_answer_for_other_data(data_dir, tmp_path):
     cfg = compose(*overrides_of(path, record), f"data_dir={flipped}")
     fingerprint = F.of_run(cfg, str(flipped))
     assert done_record(cfg, record_key(cfg, fingerprint), fingerprint) is None
+
+
+def test_a_new_knob_at_its_neutral_value_keeps_every_key(make_cfg, data_dir, monkeypatch):
+    """A field added later is left out of the key at the value that does what the code did before it existed."""
+    from beft import record
+
+    base = key_of(make_cfg("method=fixed-v"), data_dir)
+    monkeypatch.setitem(record.NEUTRAL, "trainer", {"new_knob": "old"})
+    assert key_of(make_cfg("method=fixed-v", "+trainer.new_knob=old"), data_dir) == base
+    assert key_of(make_cfg("method=fixed-v", "+trainer.new_knob=new"), data_dir) != base
