@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from beft.files import atomic_folder
 from beft.fit import Fit
 
 PEFT_PREFIX = "base_model.model."
@@ -69,7 +70,8 @@ def export_adapter(workload, result: Fit, out_dir: Path) -> dict:
         for name, value in head_params.items():
             top, rest = name.split(".", 1)
             inner.get_submodule(top).modules_to_save["default"].get_parameter(rest).copy_(value)
-    adapted.save_pretrained(str(out_dir))
+    with atomic_folder(out_dir) as folder:   # whole or absent, never through a planted link, modes by the umask
+        adapted.save_pretrained(str(folder))
     return {"written": True, "path": Path(out_dir).name, "peft_type": "BEFT", "target_modules": len(targets),
             "modules_to_save": to_save, "params": sum(v.numel() for v in targets.values())
             + sum(v.numel() for v in head_params.values())}

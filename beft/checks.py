@@ -1,7 +1,7 @@
 """Checks of the command line and of a composed config that need no model code, so a typo comes back at once.
 
-This module imports only omegaconf, hydra and beft.errors: run.py calls it before torch, transformers,
-scikit-learn and scipy are imported (those take seconds). Every check raises a one-line BeftError that names
+This module imports only omegaconf, hydra and beft's bottom modules (errors, files, file_lock): run.py calls it
+before torch, transformers, scikit-learn and scipy are imported (those take seconds). Every check raises a one-line BeftError that names
 what is wrong and what is valid. beft.config.validate calls `check_values` too, so a sweep's job and a direct
 `beft.pipeline.run(cfg)` get the same checks.
 """
@@ -16,6 +16,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from beft.errors import BeftError, choices_error
+from beft.file_lock import HEARTBEAT
+from beft.files import plain_name
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Nodes whose keys are data, not settings (a tiny model's transformers config, a task's splits and sizes):
@@ -199,10 +201,37 @@ def check_values(cfg) -> None:
                                   f"({dict(cfg.task.get('sizes') or {})})")
     if cfg.get("force") not in (False, True, "record"):
         raise _bad("force", cfg.get("force"), "false, true (recompute everything) or record (reuse trainings)")
+    wait = cfg.get("lock_timeout")
+    if wait is not None and not (_number(wait) and math.isfinite(wait) and wait >= 4 * HEARTBEAT):
+        raise _bad("lock_timeout", wait, f"seconds to wait for a lock holder that shows no progress, at least "
+                                         f"{4 * HEARTBEAT:.0f} (a live holder shows progress every {HEARTBEAT:.0f} s)")
+    check_names(cfg)
+
+
+# Config values that become part of a path (the run id: {model}-{task}-{regime}-{method label}-s{seed}-{key}).
+PATH_NAMES = ("model.name", "task.name", "regime.name", "method.name", "budget.name", "method.num_params")
+
+
+def check_names(cfg) -> None:
+    """Names that become paths are plain names: `model.name=../../x` must not write outside out_dir."""
+    check_out_dir(cfg.get("out_dir"))
+    values = [(key, OmegaConf.select(cfg, key, default=None)) for key in PATH_NAMES]
+    values += [(f"method.terms[{i}]", term) for i, term in enumerate(cfg.method.get("terms") or [])]
+    for key, value in values:
+        if value is not None and not plain_name(value):
+            raise BeftError(f"{key}={value!r} cannot be part of a file name: names that become paths (the run id) "
+                            "must not be empty, '.' or '..', nor hold '/' or '\\'; valid: plain names such as "
+                            "minilm, sst2, v")
+
+
+def check_out_dir(out_dir) -> None:
+    if out_dir is None or not str(out_dir).strip():
+        raise BeftError("out_dir is empty: give the folder records go to, e.g. out_dir=outputs/runs")
 
 
 def check_writable(out_dir) -> None:
     """Fail before any training if records could not be saved under out_dir; leave nothing behind."""
+    check_out_dir(out_dir)
     path = Path(str(out_dir)).expanduser().absolute()
     made, probe = [], path
     while not probe.exists() and probe != probe.parent:

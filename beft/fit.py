@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
@@ -52,30 +52,34 @@ class Fit:
     head_params: int | None = None        # of `trainable`, the task head's (None in trainings cached before)
 
 
-def training_key(workload, scope: Scope, settings: TrainSettings) -> str:
+def training_inputs(workload, scope: Scope, settings: TrainSettings) -> dict:
     """Everything that determines a training's numbers: the starting weights and data (the workload's
     identity), what is trained, and the schedule. Not the method that asked for it, nor the config's layout.
     (The evaluation schedule sits beside the settings, where it was before it moved into them: same keys.)"""
     trained = {k: v for k, v in asdict(settings).items() if k not in ("progress", "desc", "eval_every_epoch")}
     trained = without_neutral(trained, NEUTRAL_SETTINGS)
-    return digest({"start": workload.identity(), "scope": scope.identity(), "code": code_version(),
-                   "settings": trained, "eval_every_epoch": settings.eval_every_epoch})
+    return {"start": workload.identity(), "scope": scope.identity(), "code": code_version(),
+            "settings": trained, "eval_every_epoch": settings.eval_every_epoch}
+
+
+def training_key(workload, scope: Scope, settings: TrainSettings) -> str:
+    return digest(training_inputs(workload, scope, settings))
 
 
 def fit(workload, scope: Scope, settings: TrainSettings, cache: Cache, logger=None) -> tuple[Fit, object]:
     """Returns (Fit, trained model); the model is None when the training was reused from the cache."""
-    key = training_key(workload, scope, settings)
+    inputs = training_inputs(workload, scope, settings)
+    key = digest(inputs)
     with cache.claim("fits", key):  # a job asking for a training another job is running waits, then reuses it
-        cached = cache.get("fits", key)
+        cached = cached_fit(cache, key, inputs, scope)
         if cached is not None:
             return _reuse(cached, scope, logger), None
         result, model = _train(workload, scope, settings, key, logger)
-        cache.put("fits", key, asdict(result))
+        cache.put("fits", key, inputs, *entry_of(result))
     return result, model
 
 
-def _reuse(cached: dict, scope: Scope, logger) -> Fit:
-    result = Fit(**cached)
+def _reuse(result: Fit, scope: Scope, logger) -> Fit:
     result.reused = True
     log.info("reusing an identical training (%s, %d steps) from the cache", scope.describe(), result.steps)
     if logger is not None:
@@ -161,3 +165,63 @@ def restore(workload, result: Fit):
             if name in result.state:
                 param.copy_(result.state[name].to(param.device))
     return model
+
+
+# Scopes whose kept state is exactly their trainable parameters (random_weights keeps whole weight matrices of
+# which a few scalars train; bias_updates keeps the merged biases, not the update's own parameters).
+STATE_IS_TRAINABLE = ("targets", "all_biases", "all", "head", "adapter", "none")
+_ENTRY_TYPES = {"key": str, "history": list, "steps": int, "train_seconds": (int, float),
+                "eval_seconds": (int, float), "trainable": int, "total": int, "model_source": dict, "notes": list,
+                "zero_gradient": dict, "bias_update": dict, "head_params": (int, type(None)), "state_kept": bool}
+
+
+def entry_of(result: Fit) -> tuple[dict, dict]:
+    """A training as the cache stores it: its JSON fields, and its tensors under flat names (`state/<param>`,
+    `snapshots/<step>/<param>`)."""
+    entry = {f.name: getattr(result, f.name) for f in fields(Fit) if f.name not in ("state", "snapshots", "reused")}
+    entry["state_kept"] = result.state is not None
+    tensors = {f"state/{name}": value for name, value in (result.state or {}).items()}
+    for step, state in result.snapshots.items():
+        tensors.update({f"snapshots/{step}/{name}": value for name, value in state.items()})
+    return entry, {name: value.detach().cpu().contiguous() for name, value in tensors.items()}
+
+
+def cached_fit(cache: Cache, key: str, inputs: dict, scope: Scope) -> Fit | None:
+    """The training stored under `key`, if the cache holds one stating exactly `inputs` and it is whole."""
+    found = cache.get("fits", key, inputs)
+    if found is None:
+        return None
+    try:
+        return _fit_of(*found, key=key, scope=scope)
+    except (ValueError, TypeError, KeyError) as err:
+        log.warning("cache entry fits/%s does not hold a whole training (%s): training it again", key, err)
+        return None
+
+
+def _fit_of(entry: dict, tensors: dict, key: str, scope: Scope) -> Fit:
+    for name, kind in _ENTRY_TYPES.items():
+        value = entry.get(name)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise ValueError(f"its {name} is {type(value).__name__}")
+    if entry["key"] != key:
+        raise ValueError(f"it names the training {entry['key']}")
+    if not entry["history"] or not all(isinstance(e, dict) and isinstance(e.get("epoch"), int)
+                                       for e in entry["history"]):
+        raise ValueError("its history is not a list of epochs")
+    state = {n[len("state/"):]: t for n, t in tensors.items() if n.startswith("state/")} if entry["state_kept"] else None
+    snapshots: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("snapshots/"):
+            _, step, param = name.split("/", 2)
+            snapshots.setdefault(int(step), {})[param] = value
+        elif not name.startswith("state/"):
+            raise ValueError(f"it holds a tensor {name!r}")
+    shapes = {n: t.shape for n, t in (state or {}).items()}
+    if any({n: t.shape for n, t in snap.items()} != shapes for snap in snapshots.values()):
+        raise ValueError("its snapshots are not of its trained parameters")
+    if state is not None and scope.kind in STATE_IS_TRAINABLE and sum(t.numel() for t in state.values()) != \
+            entry["trainable"]:
+        raise ValueError(f"its {sum(t.numel() for t in state.values()):,} trained numbers are not its "
+                         f"{entry['trainable']:,} trainable parameters")
+    kept = {name: entry[name] for name in _ENTRY_TYPES if name != "state_kept"}
+    return Fit(**kept, state=state, snapshots=snapshots)

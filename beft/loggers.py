@@ -4,7 +4,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from beft.errors import choices_error
+from beft.errors import BeftError, choices_error
+from beft.files import atomic_write
 
 
 class NullLogger:
@@ -22,8 +23,7 @@ class CsvLogger(NullLogger):
     def log(self, metrics, step):
         self.rows.append({"step": step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
         fields = sorted({k for row in self.rows for k in row}, key=lambda k: (k != "step", k))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "w", newline="") as f:
+        with atomic_write(self.path, "w", newline="") as f:   # temp file + rename: never through a planted link
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(self.rows)
@@ -42,6 +42,9 @@ class WandbLogger(NullLogger):
 
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if (self.run_dir / "wandb").is_symlink():   # wandb writes its files by name: never let it follow a link
+            raise BeftError(f"{self.run_dir / 'wandb'} is a symbolic link: wandb would write its files elsewhere; "
+                            "remove it")
         # reinit="finish_previous": a run left open by anything else is closed, never shared with this job.
         self.run = wandb.init(project=self.cfg.project, entity=self.cfg.get("entity"), mode=self.cfg.mode,
                               name=run_id, config=config, dir=str(self.run_dir), group=self.cfg.get("group"),

@@ -16,8 +16,9 @@ from beft import fingerprint as F
 from beft.adapter import export_adapter
 from beft.bias_map import PAPER_LABELS
 from beft.cache import Cache
-from beft.checks import check_writable
+from beft.checks import check_names, check_writable
 from beft.errors import BeftError
+from beft.files import atomic_write, plain_name
 from beft.fit import fit
 from beft.loggers import make_logger
 from beft.methods import fixed_scope
@@ -26,6 +27,7 @@ from beft.bias_updates import METHODS as BIAS_UPDATE_METHODS
 from beft.selection import SELECTORS, select
 from beft.trainable import Scope
 from beft.record import RECORD, environment, legacy_keys, read_record, record_key, write_json_atomic
+from beft.record_check import distrust
 from beft.train import Diverged
 from beft.workload import make_workload
 
@@ -59,9 +61,10 @@ def run(cfg, record_bad_input: bool = True) -> dict:
     and leaves no run folder: the one-line error says it all. A skipped job returns the existing record marked
     `"skipped": True` (never written back). An error raised from here carries the job's `run_id`.
     """
+    check_names(cfg)   # before any path is made of them: model.name=../../x writes nothing anywhere
     fingerprint = F.of_run(cfg, C.data_dir(cfg))
     key = record_key(cfg, fingerprint)
-    run_dir = Path(cfg.out_dir) / run_id(cfg, key)
+    run_dir = own_run_dir(cfg, key)
     existing = None if cfg.get("force") else done_record(cfg, key, fingerprint)
     if existing is not None:
         log.info("skipping %s: an ok record exists (force=true reruns it)", Path(cfg.out_dir) / existing["run_id"])
@@ -102,18 +105,45 @@ def run(cfg, record_bad_input: bool = True) -> dict:
     return record
 
 
+def own_run_dir(cfg, key: str) -> Path:
+    """<out_dir>/<run id>, where nothing has been planted that would lead the run's files elsewhere."""
+    name = run_id(cfg, key)
+    run_dir = Path(cfg.out_dir) / name
+    if not plain_name(name):
+        raise BeftError(f"the run id {name!r} cannot be a folder name; use plain model, task and method names")
+    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+        raise BeftError(f"{run_dir} is a symbolic link or a file, not a run folder: beft writes a run's files only "
+                        "into a real folder; remove it")
+    return run_dir
+
+
 def done_record(cfg, key: str, fingerprint: dict) -> dict | None:
-    """The ok record this run would write, if one exists: under its own key, or written before fingerprints
-    entered the key (under the config-only key) with a fingerprint, rebuilt from its env, equal to this run's."""
+    """The ok record this run would write, if one exists and checks out (beft.record_check): under its own key,
+    or written before fingerprints entered the key (under the config-only key) with a fingerprint, rebuilt from
+    its env, equal to this run's. A record that does not check out is named in a warning, and the job reruns."""
     out = Path(cfg.out_dir)
-    mine = read_record(out / run_id(cfg, key) / RECORD)
-    if mine and mine.get("status") == "ok":
+    mine = _trusted(out / run_id(cfg, key) / RECORD, key)
+    if mine is not None:
         return mine
     for old_key in legacy_keys(cfg):
-        old = read_record(out / run_id(cfg, old_key) / RECORD)
-        if old and old.get("status") == "ok" and not old.get("fingerprint") and F.of_record(old) == fingerprint:
+        old = _trusted(out / run_id(cfg, old_key) / RECORD, old_key)
+        if old is not None and not old.get("fingerprint") and F.of_record(old) == fingerprint:
             return old
     return None
+
+
+def _trusted(path: Path, key: str) -> dict | None:
+    """The ok record at `path` if it checks out and has `key`; a record there that does not is warned about."""
+    record = read_record(path)
+    if not record or record.get("status") != "ok":
+        return None
+    reason = distrust(record, path.parent.name)
+    if reason is None and record.get("key") != key:
+        reason = f"its key {record.get('key')} is another run's"
+    if reason is not None:
+        log.warning("not trusting %s: %s; running the job again", path, reason)
+        return None
+    return record
 
 
 def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
@@ -123,7 +153,7 @@ def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
         torch.cuda.reset_peak_memory_stats(workload.device)
     timing = {"load": time.perf_counter() - t0}
     # force=true recomputes every training the record depends on; force=record reuses cached trainings.
-    cache = Cache(cfg.get("cache_dir"), refresh=cfg.get("force") is True)
+    cache = Cache(cfg.get("cache_dir"), refresh=cfg.get("force") is True, lock_timeout=cfg.get("lock_timeout"))
     settings = C.train_settings(cfg, workload.device)
     settings.desc = f"{cfg.task.name} s{cfg.seed}"
     if cfg.method.name in SELECTORS:
@@ -172,8 +202,7 @@ def write_scores(selection: dict, run_dir: Path, logger, title: str) -> None:
     """scores.csv (one row per layer and type) and the heatmap, beside the record."""
     rows = [(layer, t, PAPER_LABELS[t], score) for t, per_layer in selection["scores"].items()
             for layer, score in enumerate(per_layer)]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "scores.csv", "w", newline="") as f:
+    with atomic_write(run_dir / "scores.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["layer", "type", "label", "score", "type_score"])
         for layer, t, label, score in rows:

@@ -1,6 +1,11 @@
-"""Figures written beside a run's record. Matplotlib without a display (Agg)."""
+"""Figures written beside a run's record. Matplotlib without a display (Agg).
+
+A figure is rendered in memory and written by temp file + rename (beft.files): a symlink planted at its name in a
+shared out_dir is replaced, never written through.
+"""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -8,11 +13,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from beft.files import write_bytes  # noqa: E402
+
+
+def _save(fig, path: Path, dpi: int) -> Path:
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=dpi)
+    plt.close(fig)
+    return write_bytes(path, image.getvalue())
+
 
 def learning_curve(history: list[dict], path: Path, title: str = "") -> Path:
     """Training loss and every evaluation metric per epoch, on two panels."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     epochs = [e["epoch"] + 1 for e in history]
     metric_keys = sorted({k for e in history for k in e if "/" in k and not k.endswith("/loss")})
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
@@ -29,9 +41,7 @@ def learning_curve(history: list[dict], path: Path, title: str = "") -> Path:
     if metric_keys:
         ax_metric.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, Path(path), dpi=120)
 
 
 def score_heatmap(scores: dict[str, list], type_scores: dict[str, float], path: Path, title: str = "") -> Path:
@@ -40,8 +50,6 @@ def score_heatmap(scores: dict[str, list], type_scores: dict[str, float], path: 
 
     from beft.bias_map import TEX_LABELS
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     types = sorted(scores, key=lambda t: -type_scores[t])
     n_layers = max(len(v) for v in scores.values())
     grid = np.array([[np.nan if s is None else s for s in scores[t]] + [type_scores[t]] for t in types], float)
@@ -58,6 +66,4 @@ def score_heatmap(scores: dict[str, list], type_scores: dict[str, float], path: 
                 color="white" if value > np.nanmax(grid) * 0.6 else "black")
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
     ax.set_title(title, fontsize=10)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return _save(fig, Path(path), dpi=150)

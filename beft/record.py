@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from beft import files
 from beft.fingerprint import digest
 from beft.workload import EVAL_EVERY_EPOCH, kind_of
 
@@ -27,6 +26,7 @@ KEY_SECTIONS = ("model", "task", "regime", "method", "budget", "trainer", "seed"
 KEY_IGNORED = {"trainer": {"device", "progress", "eval_batch_size", "eval_train", "cache_dir"},
                "model": {"path", "package"}}
 RECORD = "result.json"
+MAX_RECORD_BYTES = 64 << 20   # far above any record (a selection run's is ~50 kB)
 # Fields added after records existed, at the value that does exactly what the code did before them: a field at
 # that value is left out of the key, so a new knob never re-keys (and reruns) the records made without it.
 # Add every new result-changing field of a key section here with its old behaviour's value.
@@ -84,26 +84,9 @@ def legacy_keys(cfg) -> list[str]:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    """Write to a temp file in the same directory, then rename: readers never see half a record."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600; a record is shared like any file the user writes
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_jsonable)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def umask() -> int:
-    mask = os.umask(0)   # the only way to read it is to set it, so set it straight back
-    os.umask(mask)
-    return mask
+    """Write to a temp file in the same directory, then rename: readers never see half a record, and a symlink
+    planted at the record's name is replaced, never written through (beft.files)."""
+    files.write_json(path, obj, default=_jsonable)
 
 
 def _jsonable(value):
@@ -113,10 +96,11 @@ def _jsonable(value):
 
 
 def read_record(path: Path) -> dict | None:
-    """The record at path, or None if it is missing or not valid JSON (a crash mid-write never leaves one)."""
+    """The record at path, or None if it is missing, not a plain file or not valid JSON (a crash mid-write never
+    leaves one). Read, not yet trusted: beft.record_check says whether it is what it claims."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        return json.loads(files.read_bytes(path, MAX_RECORD_BYTES))
+    except (OSError, ValueError):   # missing, torn, or not a plain file (a symlink, a FIFO): not a record
         return None
 
 

@@ -1,9 +1,12 @@
 """`make tables`: results/runs/** -> results/tables/*.{md,csv,tex} and results/figures/*.png.
 
     python scripts/make_tables.py                      # the committed results store
-    python scripts/make_tables.py --runs outputs/runs  # any folder of <experiment>/<run id>/result.json
+    python scripts/make_tables.py --runs outputs/runs  # run.py's <run id>/result.json, or <experiment>/<run id>/...
+    python scripts/make_tables.py --untrusted          # also list the records left out as not trusted
 
-Corrupt or half-written records are skipped with a warning; failed runs are counted in summary.md.
+Corrupt or half-written records are skipped with a warning; failed runs are counted in summary.md; records that do
+not check out (beft.record_check: an edited key, a record in another run's folder, status and fields that
+disagree, other code's) are left out of every table with a warning and listed in summary.md.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tables", type=Path, default=REPO / "results" / "tables", help="where tables go")
     parser.add_argument("--figures", type=Path, default=REPO / "results" / "figures", help="where figures go")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
+    parser.add_argument("--untrusted", action="store_true",
+                        help="print the records left out as not trusted, with why and what they claim")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if not args.runs.is_dir():
@@ -34,8 +39,15 @@ def main(argv=None) -> int:
     report = make_tables(args.runs, args.paper, args.tables, args.figures, with_figures=not args.no_figures)
     runs = report.store.runs
     ok = int((runs["status"] == "ok").sum()) if not runs.empty else 0
-    print(f"{ok} ok and {len(runs) - ok} failed records, {len(report.store.skipped)} files skipped -> "
-          f"{len(report.tables)} table files in {args.tables}, {len(report.figures)} figures in {args.figures}")
+    untrusted = report.store.untrusted
+    print(f"{ok} ok and {len(runs) - ok} failed records, {len(report.store.skipped)} files skipped"
+          + (f", {len(untrusted)} records not trusted" if untrusted else "")
+          + f" -> {len(report.tables)} table files in {args.tables}, {len(report.figures)} figures in {args.figures}")
+    if args.untrusted:
+        for item in untrusted:
+            row = item["row"]
+            print(f"not trusted: {item['path']}: {item['reason']} (claims {row['status']}, {row['arm']}, "
+                  f"{row['metric']} = {row['value']})")
     return 0
 
 

@@ -5,13 +5,14 @@ it, and (for selection methods) a `selection` block with per-layer scores for ev
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
 from beft.bias_map import TYPES
+from beft.fingerprint import code_version
+from beft.record import record_key
 
 SIZES = {"sst2": 1000, "rte": 300, "cola": 1710, "cb": 50}
 METRICS = {"cola": "mcc", "cb": "macro_f1"}
@@ -36,10 +37,12 @@ def record(model: str, task: str, arm: str, seed: int, value: float, *, regime: 
     config = {"model": {"name": model}, "task": {"name": task, "main_metric": METRICS.get(task, "accuracy")},
               "regime": {"name": regime, "n": n}, "method": method, "budget": {"name": "one_type"},
               "trainer": {"lr": None, "epochs": epochs, "batch_size": 16}, "seed": seed}
-    key = hashlib.sha256(json.dumps({k: v for k, v in config.items()}, sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = {"data": {"hub": {"path": "glue", "name": task}},
+                   "weights": {"kind": "hub", "hub_id": model, "revision": "main"}, "code": code_version()}
+    key = record_key(config, fingerprint)    # as beft keys it: the record checks out (beft.record_check)
     regime_label = regime if n is None else f"n{n}"
     out = {"key": key, "run_id": f"{model}-{task}-{regime_label}-{arm}-s{seed}-{key[:8]}", "status": status,
-           "created": "2026-01-01T00:00:00+00:00", "config": config, "notes": []}
+           "created": "2026-01-01T00:00:00+00:00", "config": config, "fingerprint": fingerprint, "notes": []}
     if status != "ok":
         out["error"] = "RuntimeError: synthetic failure"
         return out
@@ -59,6 +62,13 @@ def record(model: str, task: str, arm: str, seed: int, value: float, *, regime: 
                             "targets": [[i, ranking[0]] for i in range(layers)], "warnings": [],
                             "probe": None, "seconds": 0.1}
     return out
+
+
+def rekey(rec: dict) -> dict:
+    """The record with the key (and run id) its config now gives, after a test changed the config."""
+    rec["key"] = record_key(rec["config"], rec["fingerprint"])
+    rec["run_id"] = rec["run_id"][:-8] + rec["key"][:8]
+    return rec
 
 
 def write(root: Path, experiment: str, rec: dict) -> Path:

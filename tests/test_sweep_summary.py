@@ -14,7 +14,7 @@ from beft.report import make_tables
 from beft.report.store import read_store
 from beft.sweep import summary_line
 from conftest import REPO
-from synthetic import record, write
+from synthetic import record, rekey, write
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
 QUICK = ["model=tiny-bert", "method=fixed-v", "regime.n=32", "trainer.epochs=1", "trainer.progress=false"]
@@ -111,7 +111,7 @@ def test_two_ok_records_in_one_cell_warn_once_and_the_table_is_written(tmp_path,
             write(runs, "table1", record("bert-base-cased", "sst2", arm, seed, value + seed / 100))
     stray = record("bert-base-cased", "sst2", "fixed-v", 0, 0.10)   # the same cell under another key
     stray["config"]["budget"] = {"name": "types", "k": 2}
-    stray.update(key="f" * 16, run_id=stray["run_id"][:-8] + "f" * 8, created="2026-02-01T00:00:00+00:00")
+    stray = rekey({**stray, "created": "2026-02-01T00:00:00+00:00"})
     write(runs, "table1", stray)
     original = record("bert-base-cased", "sst2", "fixed-v", 0, 0.85)["run_id"]
     with caplog.at_level("WARNING", logger="beft"):

@@ -114,6 +114,9 @@ def _summary(store: Store, out: Path) -> Path:
                       for r in failed.itertuples()]
     if store.skipped:
         lines += ["", "## Files skipped (not a usable record)", ""] + [f"- {s}" for s in sorted(store.skipped)]
+    if store.untrusted:
+        lines += ["", "## Records not trusted (left out of every table; `--untrusted` lists them)", ""]
+        lines += [f"- `{u['path']}`: {u['reason']}" for u in sorted(store.untrusted, key=lambda u: u["path"])]
     path = out / "summary.md"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

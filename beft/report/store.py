@@ -2,7 +2,11 @@
 
 Records are read, never trusted blindly: a file that is not valid JSON, or lacks the fields a table needs, is
 skipped with a warning (a half-written temp file is never even opened: only files named result.json are
-records). One row per record; `make tables` (beft.report.tables, beft.report.figures) aggregates these rows.
+records), and a record that does not check out (beft.record_check: its key is not the one its own config and
+fingerprint give, it sits in another run's folder, its status and fields disagree, other code made it) is left
+out of every table with a warning, and kept apart in `Store.untrusted`. One row per record; `make tables`
+(beft.report.tables, beft.report.figures) aggregates these rows. The store is <experiment>/<run id>/result.json,
+or run.py's flat <run id>/result.json (one experiment, shown as the top level).
 """
 from __future__ import annotations
 
@@ -16,10 +20,11 @@ import pandas as pd
 
 from beft.bias_map import PAPER_LABELS, TYPES
 from beft.fingerprint import digest
-from beft.record import RECORD   # the run program names the record file; the report reads it
+from beft.files import read_bytes
+from beft.record import MAX_RECORD_BYTES, RECORD   # the run program names the record file; the report reads it
+from beft.record_check import STATUSES, distrust
 
 log = logging.getLogger("beft")
-STATUSES = ("ok", "failed", "interrupted")   # interrupted (Ctrl-C) counts like failed: not in any table
 CELL = ["experiment", "model", "task", "regime_label", "variant", "arm", "seed"]   # one number in a table
 
 # Display order: the paper's model, task and regime order, then anything else alphabetically.
@@ -103,6 +108,7 @@ class Store:
     runs: pd.DataFrame                              # one row per record (ok and failed)
     records: dict[str, dict]                        # run row id -> the record itself (selection details)
     skipped: list[str] = field(default_factory=list)  # "path: why" for every file that is not a usable record
+    untrusted: list[dict] = field(default_factory=list)  # {"path", "reason", "row"}: records that did not check out
 
 
 def _regime_label(config: dict) -> str:
@@ -164,14 +170,17 @@ def _row(record: dict, experiment: str, path: Path) -> dict:
 def read_store(root: Path) -> Store:
     """Every record under root (root/<experiment>/**/result.json), newest kept when a key appears twice."""
     root = Path(root)
-    rows, records, skipped = [], {}, []
+    rows, records, skipped, untrusted = [], {}, [], []
     for path in sorted(root.glob(f"**/{RECORD}")):
         where = path.relative_to(root)
+        experiment = where.parts[0] if len(where.parts) > 2 else ""   # <run id>/result.json: run.py's flat layout
         try:
-            record = json.loads(path.read_text())
+            record = json.loads(read_bytes(path, MAX_RECORD_BYTES))   # never through a symlink, nor unbounded
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
             if record.get("status") not in STATUSES:
                 raise ValueError(f"status {record.get('status')!r} is not one of {', '.join(STATUSES)}")
-            row = _row(record, where.parts[0] if len(where.parts) > 1 else "", where)
+            row = _row(record, experiment, where)
             value = row["value"]
             if record["status"] == "ok" and (not isinstance(value, (int, float)) or not math.isfinite(value)):
                 raise ValueError("an ok record without a finite metrics.main.value")
@@ -179,6 +188,11 @@ def read_store(root: Path) -> Store:
             reason = f"{where}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             log.warning("skipping %s", reason)
             skipped.append(reason)
+            continue
+        doubt = distrust(record, path.parent.name)
+        if doubt is not None:
+            log.warning("leaving out %s, which is not trusted: %s", where, doubt)
+            untrusted.append({"path": str(where), "reason": doubt, "row": row})
             continue
         rows.append(row)
         records[str(where)] = record
@@ -190,7 +204,7 @@ def read_store(root: Path) -> Store:
         runs = runs.drop_duplicates(["experiment", "key"], keep="first")
         runs = _one_per_cell(runs)
         runs = runs.sort_values(["experiment", "path"]).reset_index(drop=True)
-    return Store(runs, records, skipped)
+    return Store(runs, records, skipped, untrusted)
 
 
 def _one_per_cell(runs: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,8 @@ import torch
 from beft.bias_map import BiasMap, Cell
 from beft.cache import Cache
 from beft.errors import BeftError
-from beft.fit import Fit, fit, restore, snapshot_step, training_key
+from beft.fingerprint import digest
+from beft.fit import Fit, cached_fit, fit, restore, snapshot_step, training_inputs
 from beft.train import TrainSettings
 from beft.trainable import Scope
 
@@ -72,11 +73,13 @@ def run_probe(method_cfg, workload, bias_map: BiasMap, settings: TrainSettings, 
 
 def _from_full_probe(workload, settings: TrainSettings, cache: Cache, step: int) -> Fit | None:
     """The shortened probe as a snapshot of the full one, where that is cached and kept one at `step`."""
-    full = cache.get("fits", training_key(workload, Scope("all_biases"), settings))
-    if full is None or step not in (full.get("snapshots") or {}):
+    full_scope = Scope("all_biases")
+    inputs = training_inputs(workload, full_scope, settings)
+    full = cached_fit(cache, digest(inputs), inputs, full_scope)
+    if full is None or step not in full.snapshots:
         return None
-    result = Fit(**{**full, "state": full["snapshots"][step], "steps": step, "snapshots": {}, "reused": True,
-                    "history": [], "notes": [f"the full probe {full['key']} after {step} of its {full['steps']} "
-                                             "steps (constant lr: what a probe stopped there reaches)"]})
-    log.info("shortened probe: the full probe's biases after %d of %d steps", step, full["steps"])
+    result = replace(full, state=full.snapshots[step], steps=step, snapshots={}, reused=True, history=[],
+                     notes=[f"the full probe {full.key} after {step} of its {full.steps} steps (constant lr: what a "
+                            "probe stopped there reaches)"])
+    log.info("shortened probe: the full probe's biases after %d of %d steps", step, full.steps)
     return result
