@@ -1,9 +1,9 @@
 """Checks of the command line and of a composed config that need no model code, so a typo comes back at once.
 
 This module imports only omegaconf, hydra and beft's bottom modules (errors, files, file_lock): run.py calls it
-before torch, transformers, scikit-learn and scipy are imported (those take seconds). Every check raises a one-line BeftError that names
-what is wrong and what is valid. beft.config.validate calls `check_values` too, so a sweep's job and a direct
-`beft.pipeline.run(cfg)` get the same checks.
+before torch, transformers, scikit-learn and scipy are imported (those take seconds). Every check raises a
+one-line BeftError that names what is wrong and what is valid. beft.config.validate calls `check_values` too,
+so a sweep's job and a direct `beft.pipeline.run(cfg)` get the same checks.
 """
 from __future__ import annotations
 

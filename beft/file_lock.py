@@ -60,7 +60,7 @@ def exclusive(path: Path, waiting: str | None = None, timeout: float | None = No
                     yield False
                     return
                 _wait(fd, path, waiting, timeout)
-            if not _still_at(fd, path):   # the file was removed (a stale lock cleared) while we waited: take the new one
+            if not _still_at(fd, path):   # the file was removed (a stale lock cleared) while we waited: retry
                 continue
             if writable:
                 _announce(fd)

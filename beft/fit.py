@@ -208,7 +208,8 @@ def _fit_of(entry: dict, tensors: dict, key: str, scope: Scope) -> Fit:
     if not entry["history"] or not all(isinstance(e, dict) and isinstance(e.get("epoch"), int)
                                        for e in entry["history"]):
         raise ValueError("its history is not a list of epochs")
-    state = {n[len("state/"):]: t for n, t in tensors.items() if n.startswith("state/")} if entry["state_kept"] else None
+    state = {n[len("state/"):]: t for n, t in tensors.items() if n.startswith("state/")}
+    state = state if entry["state_kept"] else None
     snapshots: dict[int, dict] = {}
     for name, value in tensors.items():
         if name.startswith("snapshots/"):

@@ -31,10 +31,6 @@ def distrust(record, folder: str | None = None) -> str | None:
         return f"its status {status!r} is not one of {', '.join(STATUSES)}"
     if not isinstance(key, str) or not isinstance(config, dict) or not isinstance(run_id, str):
         return "it lacks its key, config or run id"
-    if folder is not None and run_id != folder:
-        return f"its run id {run_id} is not the name of its folder"
-    if not run_id.endswith(f"-{key[:8]}"):
-        return f"its run id {run_id} does not end with its key {key[:8]}"
     fingerprint = record.get("fingerprint")
     if fingerprint is not None and not isinstance(fingerprint, dict):
         return "its fingerprint is not a JSON object"
@@ -48,6 +44,10 @@ def distrust(record, folder: str | None = None) -> str | None:
         return f"its key cannot be recomputed from its config ({type(err).__name__})"
     if not matches:
         return f"its key {key} is not the one its config and fingerprint give ({expected})"
+    if folder is not None and run_id != folder:
+        return f"its run id {run_id} is not the name of its folder"
+    if not run_id.endswith(f"-{key[:8]}"):
+        return f"its run id {run_id} does not end with its key {key[:8]}"
     made_by = (of_record(record) or {}).get("code")
     if made_by != code_version():
         return f"it was made by other code ({made_by}; this is {code_version()})"

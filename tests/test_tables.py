@@ -82,9 +82,11 @@ def test_corrupt_and_temp_files_are_skipped_with_a_warning(tmp_path, caplog):
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert "torn-run/result.json" in warned and "s7" in warned
     assert ".tmp" not in warned                                   # temp files are never even read
-    assert len(report.store.skipped) == 2 and len(report.store.runs) == 18
+    # The torn file is not a record; the ok record without metrics is one that does not check out.
+    assert len(report.store.skipped) == 1 and len(report.store.untrusted) == 1 and len(report.store.runs) == 18
     summary = (tmp_path / "tables" / "summary.md").read_text()
     assert "torn-run/result.json" in summary and "| table1 | 18 | 0 |" in summary
+    assert "no finite metrics.main.value" in summary
 
 
 def test_failed_runs_are_counted_not_tabled(tmp_path):

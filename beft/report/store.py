@@ -181,9 +181,6 @@ def read_store(root: Path) -> Store:
             if record.get("status") not in STATUSES:
                 raise ValueError(f"status {record.get('status')!r} is not one of {', '.join(STATUSES)}")
             row = _row(record, experiment, where)
-            value = row["value"]
-            if record["status"] == "ok" and (not isinstance(value, (int, float)) or not math.isfinite(value)):
-                raise ValueError("an ok record without a finite metrics.main.value")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             reason = f"{where}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             log.warning("skipping %s", reason)
