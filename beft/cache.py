@@ -85,6 +85,8 @@ class Cache:
         lock = self.root / kind / f"{key}.lock"
         with contextlib.ExitStack() as held:
             try:
+                if lock.parent.is_symlink():
+                    raise UnsafeLock(f"{lock.parent} is a symbolic link")
                 held.enter_context(exclusive(lock, f"another job is computing {kind} {key}; waiting to reuse it",
                                              self.lock_timeout))
             except UnsafeLock as err:   # a planted link: never opened; the entry is still checked when read
@@ -98,7 +100,11 @@ class Cache:
         statement = {"format": FORMAT, "kind": kind, "key": key, "determined_by": canonical(determined_by),
                      "entry": entry}
         data = safetensors.torch.save(tensors, metadata={"beft": json.dumps(statement, default=_plain)})
-        files.write_bytes(self._path(kind, key), data)
+        try:
+            files.write_bytes(self._path(kind, key), data)
+        except files.UnsafePath as err:   # a planted link at the kind's folder: nothing is written through it
+            log.warning("not caching %s %s: %s", kind, key, err)
+            return
         if self.refresh:
             _REFRESHED.add((str(self.root), kind, key))
 

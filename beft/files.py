@@ -80,12 +80,6 @@ def write_bytes(path, data: bytes) -> Path:
     return Path(path)
 
 
-def write_text(path, text: str) -> Path:
-    with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    return Path(path)
-
-
 def write_json(path, obj, default=None) -> Path:
     with atomic_write(path, "w", encoding="utf-8") as handle:
         json.dump(obj, handle, indent=2, sort_keys=False, default=default)
@@ -98,6 +92,7 @@ def atomic_folder(path):
     symlink planted there, is moved aside and removed, never followed). On an error nothing is left."""
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(dir=_folder(path), prefix=f".{path.name}.", suffix=".tmp"))
+    old = None
     try:
         yield tmp
         for root, dirs, names in os.walk(tmp):   # libraries write some files 0600; ours follow the umask
@@ -108,7 +103,6 @@ def atomic_folder(path):
                 if not os.path.islink(os.path.join(root, name)):
                     os.chmod(os.path.join(root, name), dir_mode())
         os.chmod(tmp, dir_mode())
-        old = None
         if os.path.lexists(path):
             old = path.with_name(f".{path.name}.old-{secrets.token_hex(4)}")
             os.rename(path, old)
@@ -117,6 +111,8 @@ def atomic_folder(path):
             remove(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not os.path.lexists(path):
+            os.rename(old, path)   # the new folder could not take its place: the old one stays
         raise
 
 

@@ -367,6 +367,20 @@ def test_an_all_bias_training_keeps_its_snapshots_through_the_cache(cached):
     assert back.trainable == sum(t.numel() for t in back.state.values())
 
 
+def test_a_cache_folder_planted_as_a_link_gets_nothing_written_through_it(tmp_path, caplog):
+    elsewhere = tmp_path / "victim_dir"
+    elsewhere.mkdir()
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "fits").symlink_to(elsewhere, target_is_directory=True)
+    cache = Cache(tmp_path / "cache")
+    with caplog.at_level(logging.WARNING, logger="beft"):
+        with cache.claim("fits", "k" * 16):
+            cache.put("fits", "k" * 16, {"a": 1}, {"history": []}, {"w": torch.zeros(1)})
+    assert list(elsewhere.iterdir()) == []
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2 and "without the lock" in warned[0] and "not caching fits" in warned[1], warned
+
+
 # --- 4. Locks: never through a link, the holder named, a stopped holder given up on --------------------------------
 
 HOLDER = """
