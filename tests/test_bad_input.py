@@ -14,6 +14,7 @@ from beft.errors import BeftError
 from beft.pipeline import run
 from beft.record import read_record
 from conftest import REPO
+from task_fixtures import ROWS
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
 QUICK = ("model=tiny-bert", "method=fixed-v", "regime.n=32", "trainer.epochs=1", "trainer.progress=false")
@@ -143,7 +144,7 @@ IN_THE_JOB = [
     (["trainer.device=cpu", "trainer.precision=bf16"], ["trainer.precision=bf16 needs a CUDA device", "fp32"]),
     (["method=fixed", "method.terms=[v,vv]"], ["'vv'", "valid: q"]),
     (["task=squad"], ["decoder-only", "model=opt-1.3b"]),
-    (["task=rte", "regime.n=5000"], ["5000", "2490"]),
+    (["task=rte", "regime.n=5000"], ["5000", f"({ROWS['RTE/train.tsv']} examples)"]),
     (["method=rand_uniform", "trainer.weight_decay=0.1"], ["trainer.weight_decay=0"]),
     (["method=beft", "method.probe.fraction=2"], ["method.probe.fraction=2", "(0, 1]"]),
 ]

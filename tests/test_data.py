@@ -1,4 +1,5 @@
-"""The data layer: local readers against the real files, seeded subsets, errors, and the task configs."""
+"""The data layer: local readers against the synthetic files of tests/data and (where present) the real ones,
+seeded subsets, errors, and the task configs."""
 
 import hashlib
 import os
@@ -19,12 +20,11 @@ from beft.data import TaskData, load_task  # noqa: E402
 from beft.data import readers  # noqa: E402
 from beft.data.tasks import METRICS, REQUIRED_KEYS  # noqa: E402
 from beft.errors import BeftError  # noqa: E402
+from conftest import FIXTURES, REAL_DATA_DIR as DATA, needs_real_data as needs_data  # noqa: E402
+from task_fixtures import ROWS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf" / "task"
-DATA = Path(os.environ.get("BEFT_DATA_DIR") or REPO.parent / "shared" / "data")
-needs_data = pytest.mark.skipif(not (DATA / "RTE" / "train.tsv").is_file(),
-                                reason=f"task data not found at {DATA} (set BEFT_DATA_DIR)")
 
 
 def cfg(task, **local_overrides):
@@ -48,10 +48,10 @@ def one_line_error(fn, *needles):
 _cache = {}
 
 
-def full(task) -> TaskData:
-    if task not in _cache:
-        _cache[task] = load_task(cfg(task), str(DATA), None, 0)
-    return _cache[task]
+def full(task, root=DATA) -> TaskData:
+    if (task, root) not in _cache:
+        _cache[task, root] = load_task(cfg(task), str(root), None, 0)
+    return _cache[task, root]
 
 
 # ---- readers against the real files -------------------------------------------------------------------------
@@ -92,13 +92,12 @@ def test_first_rows_match_the_files():
                                     "sentence2": "Sound carries well over water .", "label": 0}  # F
 
 
-@needs_data
 @pytest.mark.parametrize("task,fields", [
     ("sst2", {"sentence"}), ("cola", {"sentence"}), ("rte", {"sentence1", "sentence2"}),
     ("cb", {"premise", "hypothesis"}), ("wic", {"word", "sentence1", "sentence2"}),
 ])
 def test_canonical_fields(task, fields):
-    data = full(task)
+    data = full(task, FIXTURES)
     for split in [data.train, *data.eval.values()]:
         assert all(set(x) == fields | {"label"} for x in split)
     assert set(cfg(task).text_fields) <= fields
@@ -109,6 +108,38 @@ def test_qnli_dev_reads_whole_with_quote_none():
     fields = {"question": "question", "sentence": "sentence", "label": "label"}
     rows = readers.read_glue_tsv(DATA / "QNLI" / "dev.tsv", fields, lambda v: v)
     assert len(rows) == 5463 and {x["label"] for x in rows} == {"entailment", "not_entailment"}
+
+
+# task: (train file, evaluation file) under tests/data, as ROWS names them
+FIXTURE_FILES = {"sst2": ("SST-2/train.tsv", "SST-2/dev.tsv"), "rte": ("RTE/train.tsv", "RTE/dev.tsv"),
+                 "cola": ("CoLA/train.tsv", "CoLA/dev.tsv"), "cb": ("CB/train.jsonl", "CB/val.jsonl"),
+                 "wic": ("WiC/WiC_dataset/train/train.data.txt", "WiC/WiC_dataset/dev/dev.data.txt")}
+
+
+@pytest.mark.parametrize("task", sorted(FIXTURE_FILES))
+def test_every_row_of_the_synthetic_files_is_read_with_both_classes(task):
+    # A header read as data (CoLA has none), or a data row taken as the header, changes these counts.
+    data = full(task, FIXTURES)
+    train, dev = FIXTURE_FILES[task]
+    assert data.n_train_total == len(data.train) == ROWS[train]
+    assert len(data.eval["validation"]) == ROWS[dev]
+    assert {x["label"] for x in data.train} == set(range(len(cfg(task).label_names)))
+
+
+def test_the_synthetic_files_keep_their_quirks():
+    assert full("sst2", FIXTURES).train[0]["sentence"].endswith(" ")          # the trailing space GLUE has
+    assert any('"' in x["sentence"] for x in full("sst2", FIXTURES).train)    # bare quotes survive QUOTE_NONE
+    assert any('"' in x["sentence2"] for x in full("rte", FIXTURES).train)
+    wic = full("wic", FIXTURES).train[0]
+    assert wic["sentence1"].endswith(" .") and set(wic) == {"word", "sentence1", "sentence2", "label"}
+
+
+def test_source_records_files_and_sha256_of_what_was_read():
+    source = full("rte", FIXTURES).source
+    assert source["kind"] == "local" and source["dir"] == str(FIXTURES.resolve())
+    assert source["files"] == {name: hashlib.sha256((FIXTURES / name).read_bytes()).hexdigest()
+                               for name in ("RTE/train.tsv", "RTE/dev.tsv")}
+    assert len(full("wic", FIXTURES).source["files"]) == 4  # data + gold, train + dev
 
 
 @needs_data
@@ -125,35 +156,34 @@ def test_source_records_files_and_sha256():
 
 # ---- seeded subsets ----------------------------------------------------------------------------------------
 
-@needs_data
 def test_subset_is_the_authors_permutation():
-    whole = full("rte").train
-    a = load_task(cfg("rte"), str(DATA), 300, seed=0)
-    assert len(a.train) == 300 and a.n_train_total == 2490
-    assert a.eval["validation"] == full("rte").eval["validation"]
-    assert a.train == load_task(cfg("rte"), str(DATA), 300, seed=0).train
-    assert a.train != load_task(cfg("rte"), str(DATA), 300, seed=1).train
-    order = np.random.RandomState(0).permutation(2490)[:300]
+    whole, total = full("rte", FIXTURES).train, ROWS["RTE/train.tsv"]
+    a = load_task(cfg("rte"), str(FIXTURES), 30, seed=0)
+    assert len(a.train) == 30 and a.n_train_total == total
+    assert a.eval["validation"] == full("rte", FIXTURES).eval["validation"]
+    assert a.train == load_task(cfg("rte"), str(FIXTURES), 30, seed=0).train
+    assert a.train != load_task(cfg("rte"), str(FIXTURES), 30, seed=1).train
+    order = np.random.RandomState(0).permutation(total)[:30]
     assert a.train == [whole[i] for i in order]
     # ... which is what the authors' global-seed code draws
     state = np.random.get_state()
     try:
         np.random.seed(0)
-        assert list(np.random.permutation(2490)[:300]) == list(order)
+        assert list(np.random.permutation(total)[:30]) == list(order)
     finally:
         np.random.set_state(state)
 
 
-@needs_data
 def test_subset_of_the_whole_split_and_too_large():
-    assert len(load_task(cfg("cb"), str(DATA), 250, seed=3).train) == 250
-    one_line_error(lambda: load_task(cfg("rte"), str(DATA), 5000, 0),
-                   "regime.n=5000 is larger than the rte training split (2490 examples)")
+    cb = ROWS["CB/train.jsonl"]
+    assert len(load_task(cfg("cb"), str(FIXTURES), cb, seed=3).train) == cb
+    one_line_error(lambda: load_task(cfg("rte"), str(FIXTURES), 5000, 0),
+                   f"regime.n=5000 is larger than the rte training split ({ROWS['RTE/train.tsv']} examples)")
 
 
 @pytest.mark.parametrize("n", [0, -1, 2.5])
 def test_non_positive_n_train(n):
-    one_line_error(lambda: load_task(cfg("rte"), str(DATA), n, 0), f"regime.n={n}", "positive")
+    one_line_error(lambda: load_task(cfg("rte"), str(FIXTURES), n, 0), f"regime.n={n}", "positive")
 
 
 # ---- errors ------------------------------------------------------------------------------------------------
@@ -168,16 +198,15 @@ def test_missing_task_file(tmp_path):
                    tmp_path / "RTE" / "train.tsv", "train.tsv, dev.tsv", "rte", "hub", "without data_dir")
 
 
-@needs_data
 def test_missing_qnli_train_names_the_layout():
-    one_line_error(lambda: load_task(cfg("qnli"), str(DATA), None, 0), DATA.resolve() / "QNLI" / "train.tsv", "hub")
+    assert (FIXTURES / "QNLI" / "dev.tsv").is_file()   # as in ../shared/data: the dev set without a train set
+    one_line_error(lambda: load_task(cfg("qnli"), str(FIXTURES), None, 0), FIXTURES / "QNLI" / "train.tsv", "hub")
 
 
-@needs_data
 def test_missing_wic_gold_file(tmp_path):
     for split in ["train", "dev"]:
         (tmp_path / "WiC" / "WiC_dataset" / split).mkdir(parents=True)
-        src = DATA / "WiC" / "WiC_dataset" / split / f"{split}.data.txt"
+        src = FIXTURES / "WiC" / "WiC_dataset" / split / f"{split}.data.txt"
         shutil.copy(src, tmp_path / "WiC" / "WiC_dataset" / split)
     one_line_error(lambda: load_task(cfg("wic"), str(tmp_path), None, 0),
                    tmp_path / "WiC" / "WiC_dataset" / "train" / "train.gold.txt", "train/train.data.txt")
@@ -313,7 +342,7 @@ def test_hub_unlabelled_split(monkeypatch):
 # ---- task configs ------------------------------------------------------------------------------------------
 
 TASKS = ["cb", "cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wic"]
-# PAPER.md §B.2-B.4 (BERT-base); cb / wic sizes are our CoLA-fraction choice.
+# docs/paper.md §B.2-B.4 (BERT-base); cb / wic sizes are our CoLA-fraction choice.
 PAPER = {  # task: (lr, epochs, (low, medium, high))
     "cola": (7e-4, 16, (1710, 3420, 4275)), "mnli": (1e-4, 30, (1000, 5000, 9000)),
     "mrpc": (7e-4, 60, (367, 1191, 1835)), "qnli": (1e-4, 30, (1000, 5000, 9000)),

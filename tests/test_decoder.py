@@ -10,6 +10,7 @@ from beft.methods import fixed_scope
 from beft.pipeline import run
 from beft.train import train
 from beft.trainable import apply_scope
+from task_fixtures import ROWS
 
 QUICK = ("regime.n=16", "trainer.epochs=1")
 
@@ -99,8 +100,9 @@ def test_f1_and_exact_match_on_known_strings():
     assert token_f1("", ["x"]) == 0.0 and token_f1("blue", ["red"]) == 0.0
 
 
-@pytest.mark.parametrize("task, n_eval", [("sst2", 872), ("rte", 277), ("copa", 100)])
-def test_decoder_end_to_end_on_real_files(make_cfg, task, n_eval):
+@pytest.mark.parametrize("task, n_eval", [("sst2", ROWS["SST-2/dev.tsv"]), ("rte", ROWS["RTE/val.jsonl"]),
+                                          ("copa", ROWS["COPA/val.jsonl"])])
+def test_decoder_end_to_end_on_local_files(make_cfg, task, n_eval):
     record = run(make_cfg("model=tiny-opt", f"task={task}", "method=fixed-v", *QUICK))
     assert record["status"] == "ok" and record["n_train"] == 16 and record["n_eval"] == {"validation": n_eval}
     assert record["env"]["data"]["kind"] == "local"

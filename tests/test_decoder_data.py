@@ -1,5 +1,6 @@
-"""The decoder tasks' local files (SQuAD, DROP, WSC, MultiRC, ReCoRD): every row read, published counts, and
-disjoint training / evaluation pools where only a dev set exists."""
+"""The decoder tasks' local files (SQuAD, DROP, WSC, MultiRC, ReCoRD): every row read (the synthetic files of
+tests/data; the published counts of the real ones where present), and disjoint training / evaluation pools where
+only a dev set exists."""
 import gzip
 import json
 
@@ -10,6 +11,7 @@ from beft.data import load_prompted
 from beft.decoder.spec import section
 from beft.errors import BeftError
 from conftest import REPO
+from task_fixtures import ROWS
 
 
 def prompted(task: str, data_dir, n_train=None, n_eval=None, seed=0):
@@ -17,7 +19,8 @@ def prompted(task: str, data_dir, n_train=None, n_eval=None, seed=0):
     return load_prompted(spec, str(data_dir), n_train, n_eval, seed)
 
 
-@pytest.mark.parametrize("task, by, total", [("squad", "title", 10_570), ("drop", "passage", 9_536)])
+@pytest.mark.parametrize("task, by, total", [("squad", "title", ROWS["SQuAD/dev-v1.1.json"]),
+                                             ("drop", "passage", ROWS["DROP/drop_v0_dev.jsonl.gz"])])
 def test_dev_only_tasks_split_into_disjoint_pools(data_dir, task, by, total):
     data = prompted(task, data_dir)
     train, evals = data.train, data.eval["validation"]
@@ -30,9 +33,13 @@ def test_dev_only_tasks_split_into_disjoint_pools(data_dir, task, by, total):
 
 
 def test_squad_and_drop_examples_carry_every_gold_answer(data_dir):
-    squad = prompted("squad", data_dir).eval["validation"]
-    first = next(ex for ex in squad if ex["question"] == "Which NFL team represented the AFC at Super Bowl 50?")
-    assert first["answers"]["text"] == ["Denver Broncos"] * 3 and first["title"] == "Super_Bowl_50"
+    squad = prompted("squad", data_dir)
+    raw = json.loads((data_dir / "SQuAD" / "dev-v1.1.json").read_text())["data"]
+    read = sorted((ex["title"], ex["context"], ex["question"], ex["answers"]["text"])
+                  for ex in squad.train + squad.eval["validation"])
+    assert read == sorted((article["title"], paragraph["context"], qa["question"], [a["text"] for a in qa["answers"]])
+                          for article in raw for paragraph in article["paragraphs"] for qa in paragraph["qas"])
+    assert any(len(answers) > 1 for *_, answers in read)                     # every gold answer, repeats kept
     with gzip.open(data_dir / "DROP" / "drop_v0_dev.jsonl.gz", "rt") as f:
         raw = json.loads(f.readline())
     drop = prompted("drop", data_dir)
@@ -43,7 +50,26 @@ def test_squad_and_drop_examples_carry_every_gold_answer(data_dir):
     assert match["answers_spans"]["spans"] == raw["ref_text"].split("|")
 
 
-def test_wsc_multirc_record_counts_and_fields(data_dir):
+def test_wsc_multirc_record_fields(data_dir):
+    wsc = prompted("wsc", data_dir)
+    assert len(wsc.train) == ROWS["WSC/train.jsonl"] and len(wsc.eval["validation"]) == ROWS["WSC/val.jsonl"]
+    assert wsc.train[0].keys() >= {"text", "span1_text", "span2_text"}        # read from the nested target
+    assert {ex["label"] for ex in wsc.train} == {0, 1}                        # JSON booleans mapped to classes
+    multirc = prompted("multirc", data_dir)                                    # one example per (question, answer)
+    assert multirc.n_train_total == ROWS["MultiRC/train.jsonl"]
+    assert len(multirc.eval["validation"]) == ROWS["MultiRC/val.jsonl"]
+    raw = [json.loads(line) for line in (data_dir / "MultiRC" / "val.jsonl").read_text().splitlines()]
+    assert sum(ex["label"] for ex in multirc.eval["validation"]) == sum(
+        a["label"] for r in raw for q in r["passage"]["questions"] for a in q["answers"])
+    record = prompted("record", data_dir)
+    assert len(record.train) == ROWS["ReCoRD/train32.jsonl"]
+    for ex in record.train:   # the inclusive character spans give the entity strings the answers are among
+        assert set(ex["answers"]) <= set(ex["entities"]), ex["query"][:40]
+        assert all(entity in ex["passage"] for entity in ex["entities"])
+
+
+def test_wsc_multirc_record_counts_and_fields(real_data_dir):
+    data_dir = real_data_dir
     wsc = prompted("wsc", data_dir)
     assert len(wsc.train) == 554 and len(wsc.eval["validation"]) == 104
     assert sum(ex["label"] for ex in wsc.eval["validation"]) == 38              # "104 (38 True)", SOURCES.md

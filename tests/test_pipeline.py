@@ -1,4 +1,4 @@
-"""End-to-end runs on the real data: the record, determinism, the b_k fact, and training reuse."""
+"""End-to-end runs on the synthetic task files (tests/data): the record, determinism, the b_k fact, and training reuse."""
 import json
 import threading
 import time
@@ -14,6 +14,7 @@ from beft.record import RECORD
 from beft.trainable import Scope
 from beft.encoder import EncoderWorkload
 from beft import config as C
+from task_fixtures import ROWS
 
 QUICK = ("regime.n=48", "trainer.epochs=2", "trainer.batch_size=16")
 FIXED = ("method=fixed", *QUICK)
@@ -23,7 +24,7 @@ def test_minilm_v_run_writes_a_complete_record(make_cfg, tmp_path):
     record = run(make_cfg("model=minilm", "task=sst2", "method.terms=[v]", *FIXED))
     assert record["status"] == "ok"
     assert record["trainable_params"] == 6 * 384 + 384 + 2 * 384 + 2  # b_v in 6 layers + pooler bias + classifier
-    assert record["n_train"] == 48 and record["n_eval"] == {"validation": 872}
+    assert record["n_train"] == 48 and record["n_eval"] == {"validation": ROWS["SST-2/dev.tsv"]}
     assert 0.0 <= record["metrics"]["main"]["value"] <= 1.0
     assert [e["epoch"] for e in record["metrics"]["history"]] == [0, 1]
     assert record["env"]["data"]["kind"] == "local" and record["env"]["model"]["kind"] == "package"

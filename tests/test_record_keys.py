@@ -1,5 +1,6 @@
 """A record stands only for what it measured: the key covers data content, weights and code; force recomputes;
-the committed records (keyed before fingerprints existed) are still found and skipped."""
+the committed records (keyed before fingerprints existed) are still found and skipped (on the real task files,
+whose hashes are in their keys; the rest runs on the synthetic files of tests/data)."""
 import json
 import shutil
 from pathlib import Path
@@ -97,7 +98,8 @@ def overrides_of(path: Path, record: dict) -> list[str]:
             f"method={arm_of(record)}", f"seed={c['seed']}", f"out_dir={path.parent.parent}"]
 
 
-def test_every_committed_record_is_still_found_and_skipped(data_dir, monkeypatch):
+def test_every_committed_record_is_still_found_and_skipped(real_data_dir, monkeypatch):
+    data_dir = real_data_dir   # the records were made on the real files: their hashes are in the keys
     records = list(committed_records())
     assert len(records) >= 150
     for path, record in records:
@@ -113,8 +115,9 @@ def test_every_committed_record_is_still_found_and_skipped(data_dir, monkeypatch
     assert again.pop("skipped") is True and again == record
 
 
-def test_every_fingerprinted_record_is_found_from_its_own_config(data_dir):
+def test_every_fingerprinted_record_is_found_from_its_own_config(real_data_dir):
     """A record with a fingerprint: its stored config and today's data and code give back its key."""
+    data_dir = real_data_dir   # the records were made on the real files: their hashes are in the keys
     for path, record in committed_records(legacy=False):
         cfg = OmegaConf.create(record["config"])
         fingerprint = F.of_run(cfg, str(data_dir))
@@ -127,7 +130,8 @@ def test_every_fingerprinted_record_is_found_from_its_own_config(data_dir):
         assert record_key(cfg, fingerprint) == record["key"], path
 
 
-def test_a_committed_record_does_not_answer_for_other_data(data_dir, tmp_path):
+def test_a_committed_record_does_not_answer_for_other_data(real_data_dir, tmp_path):
+    data_dir = real_data_dir   # the records were made on the real files: their hashes are in the keys
     path, record = next(committed_records())
     flipped = flipped_copy(data_dir, tmp_path / "flipped") if record["config"]["task"]["name"] == "sst2" else None
     if flipped is None:
