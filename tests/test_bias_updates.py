@@ -127,7 +127,7 @@ def test_bad_options_are_one_line(make_cfg, override, needle):
 
 
 def test_counts_equal_the_formula_at_bert_base_width(make_cfg):
-    """LoRA on b_v of a 12 x 768 BERT: 8·32 + 24·8 = 448 per layer, 5,376 in all, plus the head (PAPER.md §D.1)."""
+    """LoRA on b_v of a 12 x 768 BERT: 8·32 + 24·8 = 448 per layer, 5,376 in all, plus the head (docs/paper.md §D.1)."""
     tiny = ("model.tiny.hidden_size=768", "model.tiny.num_hidden_layers=12", "model.tiny.num_attention_heads=12",
             "model.tiny.intermediate_size=32")
     _, model, _, trainable = _scoped(make_cfg, "model=tiny-bert", *tiny, "method=lora_bias")
