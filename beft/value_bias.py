@@ -5,8 +5,8 @@ position of head h gets Δ's slice for h, and the output projection turns that i
 every position. A b_v change is therefore exactly the b_o change W_o R Δ, where R copies each key/value head's
 slice to the query heads that share it (the identity without grouped-query attention; with it, the b_o change
 sums W_o's columns over the query heads of each key/value group). The reachable b_o changes are the column
-space of W_o R: of rank n_kv·d_h, all of b_o where W_o is invertible and there is no grouping, a subspace with
-it (SmolLM2: 192 of 576). It holds in eval mode and in training without attention dropout: a dropped-out row
+space of W_o R: of rank n_kv·d_h where W_o has full rank, so all of b_o without grouping, a subspace with it
+(SmolLM2: 192 of 576). It holds in eval mode and in training without attention dropout: a dropped-out row
 no longer sums to 1. Derivation: docs/why-bv.md.
 
 `merge_value_adapter` rewrites a run's BEFT adapter with every b_v change moved into b_o (an added one where
