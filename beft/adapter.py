@@ -11,6 +11,7 @@ no adapter, and the record says why.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ def _bias_like(name: str, head: list[re.Pattern]) -> bool:
 
 def export_adapter(workload, result: Fit, out_dir: Path) -> dict:
     """Write the adapter if the run trained only Linear biases (+ head); returns what the record should say."""
-    from peft import BeftConfig, PeftModel, get_peft_model
+    from peft import PeftModel
 
     if not result.state:
         return {"written": False, "reason": "the run trained no parameters" if result.trainable == 0
@@ -58,10 +59,21 @@ def export_adapter(workload, result: Fit, out_dir: Path) -> dict:
     if not targets:  # MPNet's head has no bias inside the backbone: a head-only run has no BEFT adapter to write
         return {"written": False, "reason": "the run trained only the task head, no bias vector"}
     base = model.unload() if isinstance(model, PeftModel) else model
+    return write_adapter(base, targets, head_params, "SEQ_CLS" if workload.kind == "encoder" else "CAUSAL_LM", out_dir)
+
+
+def write_adapter(base: nn.Module, targets: dict, head_params: dict, task_type: str, out_dir: Path) -> dict:
+    """Save a BEFT adapter for `base` (a model without adapter): `targets` {Linear module name: the change of its
+    bias (the whole bias where the module has none)}, `head_params` {parameter name: value} of the top-level
+    modules saved whole. Returns what the record says of it."""
+    from peft import BeftConfig, get_peft_model
+
     to_save = sorted({n.split(".")[0] for n in head_params})
-    config = BeftConfig(task_type="SEQ_CLS" if workload.kind == "encoder" else "CAUSAL_LM",
-                        target_modules=sorted(targets), modules_to_save=to_save or None)
-    adapted = get_peft_model(base, config)
+    # A copy: PEFT extends the list it is given (a classification task adds "classifier" and "score").
+    config = BeftConfig(task_type=task_type, target_modules=sorted(targets), modules_to_save=list(to_save) or None)
+    with warnings.catch_warnings():  # "base layer has no bias": an added bias, exactly what the adapter is for
+        warnings.filterwarnings("ignore", message=".*no bias.*")
+        adapted = get_peft_model(base, config)
     inner = adapted.base_model.model
     with torch.no_grad():
         for module, value in targets.items():

@@ -192,9 +192,14 @@ def check_values(cfg) -> None:
             raise _bad(f"trainer.{name}", t.get(name), "a finite number > 0")
     if not (_number(t.get("weight_decay")) and math.isfinite(t.weight_decay) and t.weight_decay >= 0):
         raise _bad("trainer.weight_decay", t.get("weight_decay"), "a finite number >= 0")
-    for name, valid in (("precision", ("auto", "fp32", "bf16", "fp16")), ("schedule", ("constant", "linear"))):
+    for name, valid in (("precision", ("auto", "fp32", "bf16", "fp16")), ("schedule", ("constant", "linear")),
+                        ("optimizer", ("adamw", "sgd"))):
         if t.get(name) not in valid:
             raise choices_error(f"trainer.{name}", t.get(name), valid)
+    dropout = cfg.model.get("attention_dropout")
+    if dropout is not None and not (_number(dropout) and 0 <= dropout < 1):
+        raise _bad("model.attention_dropout", dropout, "a probability from 0 (off) to below 1, or null for the "
+                                                       "checkpoint's own")
     n = cfg.regime.get("n")
     if n is not None and not _whole(n, 1):
         raise _bad("regime.n", n, "a positive number of training examples, or null for the regime's size "

@@ -91,7 +91,7 @@ def train_settings(cfg, device: torch.device) -> TrainSettings:
                          schedule=s["schedule"], grad_accum=int(s["grad_accum"]), group_by_length=t.group_by_length,
                          precision=resolve_precision(t.precision, device), seed=int(cfg.seed),
                          progress=bool(t.progress), max_steps=t.get("max_steps"),
-                         eval_every_epoch=evaluates_every_epoch(cfg))
+                         eval_every_epoch=evaluates_every_epoch(cfg), optimizer=t.get("optimizer", "adamw"))
 
 
 def to_plain(cfg) -> dict:

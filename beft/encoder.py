@@ -18,7 +18,7 @@ from beft.evaluate import autocast, evaluate, loss_from_logits, to_device
 from beft.bias_map import BiasMap
 from beft.errors import BeftError
 from beft.fingerprint import weights_identity
-from beft.models import encoder_skeleton, load_encoder, load_tokenizer
+from beft.models import attention_dropout_identity, encoder_skeleton, load_encoder, load_tokenizer
 
 
 def validate(cfg) -> None:
@@ -128,7 +128,7 @@ class EncoderWorkload:
         m, t = self.cfg.model, self.cfg.trainer
         source = {k: v for k, v in self.data.source.items() if k != "dir"}  # where the files sit is no matter
         return {"model": {**{k: m.get(k) for k in ("hub_id", "revision", "tiny", "weights_seed", "bias_std")},
-                          "weights": weights_identity(m)},
+                          "weights": weights_identity(m), **attention_dropout_identity(m)},
                 "num_labels": self.num_labels, "attn": t.attn_implementation,
                 "data": {"source": source, "n_train": len(self.train_set), "seed": int(self.cfg.seed),
                          "text_fields": list(self.task.text_fields), "kind": self.task.kind,

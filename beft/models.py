@@ -134,10 +134,42 @@ def _load_pristine(model_cfg, num_labels: int, attn_implementation: str):
     return load_weights(AutoModelForSequenceClassification, model_cfg, attn_implementation, config_kwargs=head_kwargs)
 
 
+# Where a family's transformers config keeps the dropout on attention probabilities (BERT, RoBERTa, MPNet: the
+# first; OPT, LLaMA, Qwen2, Mistral: the second; GPT-J: the third).
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def attention_dropout_kwargs(model_cfg) -> dict:
+    """The config override that sets the attention dropout to `model.attention_dropout` ({} for null: the
+    checkpoint's own, e.g. MiniLM's 0.1). A dropped-out attention row no longer sums to 1, which is what makes a
+    b_v change differ from the b_o change W_o Δ in training (docs/why-bv.md)."""
+    p = model_cfg.get("attention_dropout")
+    if p is None:
+        return {}
+    if model_cfg.get("tiny"):
+        config = _tiny_config(model_cfg)
+    else:
+        where = weights_location(model_cfg)
+        with loading(model_cfg, where, "config"):
+            config = AutoConfig.from_pretrained(where["path"], revision=where.get("revision"))
+    for key in ATTENTION_DROPOUT_KEYS:
+        if hasattr(config, key):
+            return {key: float(p)}
+    raise BeftError(f"model.attention_dropout={p}: the {config.model_type} config has none of "
+                    f"{', '.join(ATTENTION_DROPOUT_KEYS)}; leave model.attention_dropout=null for this model")
+
+
+def attention_dropout_identity(model_cfg) -> dict:
+    """The part of a training's starting point that model.attention_dropout sets: nothing at null (so trainings
+    cached before the knob existed keep their keys)."""
+    p = model_cfg.get("attention_dropout")
+    return {} if p is None else {"attention_dropout": float(p)}
+
+
 def load_weights(auto_class, model_cfg, attn_implementation: str, config_kwargs=None, load_kwargs=None):
     """(model, weights provenance) for a transformers Auto class: fixed random weights for a tiny config, else
     the checkpoint (package, path or hub), with transformers' load report silenced and a one-line error."""
-    config_kwargs = config_kwargs or {}
+    config_kwargs = {**(config_kwargs or {}), **attention_dropout_kwargs(model_cfg)}
     if model_cfg.get("tiny"):
         def build(attn):
             config = _tiny_config(model_cfg, **config_kwargs)

@@ -189,7 +189,8 @@ def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
         record["bias_update"] = result.bias_update
     record["metrics"] = summarize(result.history, workload.main_metric)
     record["training"] = {"key": result.key, "reused": result.reused, "lr": settings.lr, "epochs": settings.epochs,
-                          "steps": result.steps, "batch_size": settings.batch_size, "precision": settings.precision}
+                          "steps": result.steps, "batch_size": settings.batch_size, "precision": settings.precision,
+                          "optimizer": settings.optimizer}
     timing.update(train=result.train_seconds, eval=result.eval_seconds, total=time.perf_counter() - t0)
     if workload.device.type == "cuda":   # the allocator's peak over the whole run (model, probe, training, eval)
         timing["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(workload.device) / 2**30, 3)

@@ -30,7 +30,9 @@ MAX_RECORD_BYTES = 64 << 20   # far above any record (a selection run's is ~50 k
 # Fields added after records existed, at the value that does exactly what the code did before them: a field at
 # that value is left out of the key, so a new knob never re-keys (and reruns) the records made without it.
 # Add every new result-changing field of a key section here with its old behaviour's value.
-NEUTRAL = {"trainer": {}, "model": {}, "task": {}, "method": {}}
+NEUTRAL = {"trainer": {"optimizer": "adamw"},           # AdamW, the paper's (trainer.optimizer=sgd: issue 43)
+           "model": {"attention_dropout": None},        # null: the checkpoint's own attention dropout
+           "task": {}, "method": {}}
 
 
 def key_fields(cfg) -> dict:

@@ -1,5 +1,7 @@
 """The fine-tuning loop: the paper's recipe (AdamW eps 1e-6, no weight decay, constant lr, clip 1.0) on the
-trainable parameters only. Frozen weights get no gradient, so bias-only steps skip every weight gradient."""
+trainable parameters only. Frozen weights get no gradient, so bias-only steps skip every weight gradient.
+`optimizer: sgd` swaps AdamW for plain gradient descent (no momentum), under which a b_v-only run is a
+W_o W_oᵀ-preconditioned b_o-only run (docs/why-bv.md)."""
 from __future__ import annotations
 
 import math
@@ -49,6 +51,7 @@ class TrainSettings:
     desc: str = "train"
     max_steps: int | None = None        # stop early after this many optimizer steps (probes, smoke tests)
     eval_every_epoch: bool = True       # evaluate after every epoch (encoders, as the authors) or once at the end
+    optimizer: str = "adamw"            # adamw (the paper's) | sgd (plain: p <- p - lr g, no momentum)
 
 
 @dataclass
@@ -58,7 +61,14 @@ class TrainLog:
     seconds: float = 0.0
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
 def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
+    if s.optimizer == "sgd":   # no momentum, no dampening: each step is exactly p - lr (g + weight_decay p)
+        return torch.optim.SGD(params, lr=s.lr, momentum=0.0, weight_decay=s.weight_decay)
+    if s.optimizer != "adamw":
+        raise ValueError(f"unknown optimizer {s.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     # transformers 5 dropped its AdamW; torch's with eps 1e-6 and no weight decay is the paper's optimizer.
     return torch.optim.AdamW(params, lr=s.lr, eps=s.adam_eps, weight_decay=s.weight_decay)
 

@@ -146,6 +146,6 @@ def test_a_new_knob_at_its_neutral_value_keeps_every_key(make_cfg, data_dir, mon
     from beft import record
 
     base = key_of(make_cfg("method=fixed-v"), data_dir)
-    monkeypatch.setitem(record.NEUTRAL, "trainer", {"new_knob": "old"})
+    monkeypatch.setitem(record.NEUTRAL, "trainer", {**record.NEUTRAL["trainer"], "new_knob": "old"})
     assert key_of(make_cfg("method=fixed-v", "+trainer.new_knob=old"), data_dir) == base
     assert key_of(make_cfg("method=fixed-v", "+trainer.new_knob=new"), data_dir) != base

@@ -25,7 +25,7 @@ from beft.decoder.prompts import (PromptCoder, PromptSet, context_report, demons
 from beft.decoder.templates import get_template
 from beft.errors import BeftError
 from beft.evaluate import autocast, to_device
-from beft.models import load_tokenizer
+from beft.models import attention_dropout_identity, load_tokenizer
 
 MAX_NEW_TOKENS = 50
 
@@ -102,7 +102,7 @@ class DecoderWorkload:
                                                 if self.adapter in ("lora", "prefix") and k != "name"}}
         source = {k: v for k, v in self.data.source.items() if k != "dir"}
         return {"model": {**{k: m.get(k) for k in ("hub_id", "revision", "tiny", "weights_seed", "bias_std")},
-                          "weights": weights_identity(m)},
+                          "weights": weights_identity(m), **attention_dropout_identity(m)},
                 "kind": "decoder", "adapter": adapter, "attn": self.cfg.trainer.attn_implementation,
                 "data": {"source": source, "n_train": len(self.train_set), "seed": int(self.cfg.seed),
                          "eval": {k: len(v) for k, v in self.eval_sets.items()},
