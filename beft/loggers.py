@@ -58,7 +58,8 @@ class WandbLogger(NullLogger):
             raise BeftError(f"{self.run_dir / 'wandb'} is a symbolic link: wandb would write its files elsewhere; "
                             "remove it")
         mode, timeout = self.cfg.mode, float(self.cfg.get("init_timeout") or DEFAULT_INIT_TIMEOUT)
-        server = wandb.setup().settings.base_url if mode in ("online", "shared") else None
+        server = (os.environ.get("WANDB_BASE_URL") or wandb.setup().settings.base_url) if mode in ("online", "shared") \
+            else None
         if server:
             unreachable = _unreachable(server, timeout)
             if unreachable:
