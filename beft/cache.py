@@ -91,6 +91,9 @@ class Cache:
                                              self.lock_timeout))
             except UnsafeLock as err:   # a planted link: never opened; the entry is still checked when read
                 log.warning("%s; computing %s %s without the lock", err, kind, key)
+            except OSError as err:      # a cache disk that is full or read-only: no lock, nor (later) an entry
+                log.warning("cannot lock %s (%s); computing %s %s without the lock", lock, err.strerror or err,
+                            kind, key)
             yield
 
     def put(self, kind: str, key: str, determined_by: dict, entry: dict, tensors: dict) -> None:
@@ -104,6 +107,10 @@ class Cache:
             files.write_bytes(self._path(kind, key), data)
         except files.UnsafePath as err:   # a planted link at the kind's folder: nothing is written through it
             log.warning("not caching %s %s: %s", kind, key, err)
+            return
+        except OSError as err:   # a full or read-only cache disk: the run and its record go on without the entry
+            log.warning("not caching %s %s (the run goes on; its record is written): %s", kind, key,
+                        err if isinstance(err, files.DiskFull) else f"{self._path(kind, key)}: {err.strerror or err}")
             return
         if self.refresh:
             _REFRESHED.add((str(self.root), kind, key))

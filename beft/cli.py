@@ -11,8 +11,9 @@ import logging
 import sys
 
 from beft import sweep
-from beft.checks import CONF_DIR, check_overrides, check_values, check_writable
+from beft.checks import CONF_DIR, check_overrides, check_values, check_writable, yaml_error
 from beft.errors import BeftError, choices_error
+from beft.files import DiskFull
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 log = logging.getLogger("beft")
@@ -75,6 +76,7 @@ def compose(name: str, overrides: list[str], multirun: bool):
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
+    import yaml
     from omegaconf.errors import OmegaConfBaseException
 
     parsed = OverridesParser.create().parse_overrides(overrides)
@@ -85,6 +87,8 @@ def compose(name: str, overrides: list[str], multirun: bool):
             return hydra_compose(config_name=name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
         raise BeftError(_composition_error(name, parsed, err)) from None
+    except yaml.YAMLError as err:   # a config file of the defaults list (not named on the command line) is broken
+        raise yaml_error(err) from None
 
 
 def _composition_error(name: str, parsed, err) -> str:
@@ -131,10 +135,12 @@ def run_job(cfg) -> None:
         raise SystemExit(EXIT_INTERRUPTED) from None
     except Exception as err:
         sweep.note_outcome("failed", getattr(err, "run_id", run_id))
-        expected = isinstance(err, (BeftError, Diverged))
+        expected = isinstance(err, (BeftError, Diverged, DiskFull))   # DiskFull: a full disk, not a bug
         if not multirun and not expected:
             raise   # a bug: its traceback is what helps
         first_line = (str(err).strip().splitlines() or [""])[0]
+        if getattr(err, "record_lost", None):   # a full disk refused the failed record too (beft.record.save_record)
+            first_line += f"; no record could be written either: {err.record_lost}"
         log.error("%s%s", "" if expected else f"job failed: {type(err).__name__}: ", first_line)
         if not multirun:
             raise SystemExit(EXIT_BAD_INPUT if isinstance(err, BeftError) else EXIT_FAILED) from None
@@ -142,6 +148,9 @@ def run_job(cfg) -> None:
 
 def main(hydra_main) -> int:
     """run.py's `__main__`: check the command line, run Hydra, and turn the outcome into an exit code."""
+    # A log file that cannot be written (Hydra's job log on a full disk) must not print a traceback per log line:
+    # the console gets every line anyway, and the run's own error says what the disk refused.
+    logging.raiseExceptions = False
     try:
         sys.argv[1:] = precheck(sys.argv[1:])
     except BeftError as err:

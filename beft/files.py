@@ -9,7 +9,9 @@ FIFO at a lock's name, a folder at a record's. So:
 - a folder (a PEFT adapter) is written into a private temp folder and renamed into place, so it is whole or absent;
 - files are read and locks opened with O_NOFOLLOW and O_NONBLOCK, and only regular files are used (a FIFO cannot
   hang a run, a symlink cannot lead it elsewhere);
-- what beft writes gets the mode the user's umask gives (mkstemp and mkdtemp alone would make 0600 / 0700).
+- what beft writes gets the mode the user's umask gives (mkstemp and mkdtemp alone would make 0600 / 0700);
+- a write a full disk (or an exhausted quota) refuses leaves no temp file or folder behind and is raised as
+  DiskFull, naming the file that could not be written (an OSError deep inside a library names none).
 """
 from __future__ import annotations
 
@@ -26,6 +28,23 @@ from pathlib import Path
 
 class UnsafePath(OSError):
     """A name beft will not open or write through: a symlink, a FIFO, a folder where a file belongs."""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)   # no room: the disk, the user's quota, the file size limit
+
+
+class DiskFull(OSError):
+    """A write refused for lack of room; its message names the file beft was writing (its `filename`)."""
+
+    def __str__(self) -> str:
+        return f"no space left on the disk to write {self.filename} ({self.strerror})"
+
+
+def disk_full(err: BaseException, path) -> BaseException:
+    """`err` as a DiskFull naming `path` where it is a lack of room (ENOSPC, EDQUOT, EFBIG), else `err` itself."""
+    if isinstance(err, OSError) and not isinstance(err, DiskFull) and err.errno in DISK_FULL:
+        return DiskFull(err.errno, err.strerror, str(path))
+    return err
 
 
 def umask() -> int:
@@ -61,7 +80,10 @@ def _folder(path: Path) -> Path:
 def atomic_write(path, mode: str = "w", **kwargs):
     """An open temp file beside `path`; on a clean exit it is flushed, synced and renamed to `path`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=_folder(path), prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=_folder(path), prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise disk_full(err, path) from None
     try:
         os.fchmod(fd, file_mode())
         with os.fdopen(fd, mode, **kwargs) as handle:
@@ -69,8 +91,11 @@ def atomic_write(path, mode: str = "w", **kwargs):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        full = disk_full(err, path)
+        if full is not err:
+            raise full from None
         raise
 
 
@@ -91,7 +116,10 @@ def atomic_folder(path):
     """A private temp folder beside `path` to fill; on a clean exit it replaces `path` whole (an old folder, or a
     symlink planted there, is moved aside and removed, never followed). On an error nothing is left."""
     path = Path(path)
-    tmp = Path(tempfile.mkdtemp(dir=_folder(path), prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=_folder(path), prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as err:
+        raise disk_full(err, path) from None
     old = None
     try:
         yield tmp
@@ -109,10 +137,13 @@ def atomic_folder(path):
         os.rename(tmp, path)
         if old is not None:
             remove(old)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and not os.path.lexists(path):
             os.rename(old, path)   # the new folder could not take its place: the old one stays
+        full = disk_full(err, path)
+        if full is not err:
+            raise full from None
         raise
 
 

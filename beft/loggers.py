@@ -1,11 +1,23 @@
-"""Experiment loggers: `none`, `csv` (per-epoch rows beside the record) and `wandb` (offline unless told)."""
+"""Experiment loggers: `none`, `csv` (per-epoch rows beside the record) and `wandb` (offline unless told).
+
+wandb online needs its server: where that cannot be reached (no network, a closed port: seen at once; a server
+that does not answer: after `logger.init_timeout` seconds), the run logs offline instead and says so, rather than
+waiting minutes for wandb's retries or failing a training over its logger. A missing or wrong API key is one line
+(beft.checks refuses a missing one before anything is loaded)."""
 from __future__ import annotations
 
 import csv
+import logging
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from beft.errors import BeftError, choices_error
 from beft.files import atomic_write
+
+log = logging.getLogger("beft")
+DEFAULT_INIT_TIMEOUT = 15.0   # seconds wandb may take to reach its server before this run logs offline
 
 
 class NullLogger:
@@ -45,11 +57,34 @@ class WandbLogger(NullLogger):
         if (self.run_dir / "wandb").is_symlink():   # wandb writes its files by name: never let it follow a link
             raise BeftError(f"{self.run_dir / 'wandb'} is a symbolic link: wandb would write its files elsewhere; "
                             "remove it")
-        # reinit="finish_previous": a run left open by anything else is closed, never shared with this job.
-        self.run = wandb.init(project=self.cfg.project, entity=self.cfg.get("entity"), mode=self.cfg.mode,
-                              name=run_id, config=config, dir=str(self.run_dir), group=self.cfg.get("group"),
+        mode, timeout = self.cfg.mode, float(self.cfg.get("init_timeout") or DEFAULT_INIT_TIMEOUT)
+        server = (os.environ.get("WANDB_BASE_URL") or wandb.setup().settings.base_url) if mode in ("online", "shared") \
+            else None
+        if server:
+            unreachable = _unreachable(server, timeout)
+            if unreachable:
+                mode = self._offline(f"cannot reach {server} ({unreachable})")
+
+        def init(mode):
+            # reinit="finish_previous": a run left open by anything else is closed, never shared with this job.
+            return wandb.init(project=self.cfg.project, entity=self.cfg.get("entity"), mode=mode, name=run_id,
+                              config=config, dir=str(self.run_dir), group=self.cfg.get("group"),
                               tags=list(self.cfg.get("tags") or []), job_type=config["method"]["name"],
-                              reinit="finish_previous")
+                              reinit="finish_previous", settings=wandb.Settings(init_timeout=timeout))
+
+        try:
+            self.run = init(mode)
+        except wandb.errors.CommError as err:   # the server did not answer within init_timeout (a proxy, a firewall)
+            self.run = init(self._offline(f"{server} did not answer within {timeout:.0f} s: "
+                                          f"{(str(err).strip().splitlines() or [''])[0][:200]}"))
+        except (wandb.errors.UsageError, wandb.errors.AuthenticationError) as err:   # no key, a wrong key
+            raise BeftError(f"logger=wandb logger.mode={mode}: {(str(err).strip().splitlines() or [''])[0]}; log in "
+                            "(wandb login, or WANDB_API_KEY), or log offline with logger.mode=offline") from None
+
+    def _offline(self, why: str) -> str:
+        log.warning("wandb %s: logging this run offline instead (upload it later: wandb sync %s)", why,
+                    self.run_dir / "wandb")
+        return "offline"
 
     def log(self, metrics, step):
         if self.run is not None:
@@ -78,6 +113,22 @@ class WandbLogger(NullLogger):
                 run.save(str(result), base_path=str(self.run_dir), policy="now")
         finally:
             run.finish(exit_code=0 if record.get("status") == "ok" else 1)
+
+
+def _unreachable(url: str, timeout: float) -> str | None:
+    """Why the wandb server at `url` cannot be reached directly (no network, no DNS, a closed port), in at most
+    `timeout` seconds; None where it answers, or where a proxy stands between (wandb's own timeout decides then).
+    wandb itself would retry for minutes before giving up."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                             "all_proxy")):
+        return None
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                      timeout=timeout):
+            return None
+    except OSError as err:
+        return err.strerror or type(err).__name__
 
 
 def make_logger(cfg) -> NullLogger:

@@ -14,6 +14,8 @@ import importlib.metadata
 import json
 import logging
 import os
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -59,9 +61,19 @@ def weights_location(model_cfg) -> dict:
 @contextlib.contextmanager
 def loading(model_cfg, where: dict, what: str):
     """An OSError from transformers or the hub (offline without a local copy, a wrong path, a gated model) as
-    one line naming the model, where it was looked for and the offline way, instead of chained tracebacks."""
+    one line naming the model, where it was looked for and the offline way, instead of chained tracebacks; a
+    pickled checkpoint that torch refuses to unpickle (weights_only=True: it holds more than tensors, e.g. code to
+    run) as one line too."""
     try:
-        yield
+        with warnings.catch_warnings():   # torch's note on the pickle protocol of a file it is about to refuse
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            yield
+    except pickle.UnpicklingError as err:
+        reason = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines() or [type(err).__name__]
+        raise BeftError(f"refusing the {what} of model {model_cfg.get('name')!r} in {where['path']}: a pickled "
+                        f"checkpoint there (pytorch_model.bin or the like) holds more than plain tensors ({reason[0]}), "
+                        "which could run code as it loads, so torch will not unpickle it; use weights saved as "
+                        "safetensors (model.safetensors) from a source you trust") from None
     except OSError as err:
         offline = "; HF_HUB_OFFLINE is set, so nothing is downloaded" if os.environ.get("HF_HUB_OFFLINE") else ""
         source = f"the hub id {where['path']}" if where.get("kind") == "hub" else where["path"]

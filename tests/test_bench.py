@@ -28,6 +28,10 @@ def test_bench_modes_train_the_right_parameters(bench, mode, trainable):
         assert row["trainable"] > 1_000_000  # every weight, embeddings included
 
 
-def test_error_time_measures_the_error_line_of_a_typo(bench):
-    row = bench.error_time(repeats=1)
-    assert row["line"].startswith("error: unknown model 'foo'") and row["ratio"] > 0
+def test_error_time_measures_the_error_line_of_each_bad_command(bench):
+    result = bench.error_time(repeats=1)
+    lines = {row["command"]: row["line"] for row in result["rows"]}
+    assert lines["model=foo"].startswith("error: unknown model 'foo'")
+    assert lines["method=fixed method.terms=[zz]"].startswith("error: unknown bias term 'zz'")
+    assert lines["budget=types budget.k=0"].startswith("error: budget.k=0 is not valid")
+    assert all(row["ratio"] > 0 for row in result["rows"])

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -100,3 +101,57 @@ def test_wandb_runs_offline_and_every_run_is_finished(tmp_path, make_cfg, monkey
         assert saved["status"] == status           # the final record travels with the wandb run
     images = {p.name.split("_")[0] for p in runs[record["run_id"]].rglob("*.png")}
     assert {"heatmap", "learning"} <= images
+
+
+@pytest.fixture
+def wandb_online(monkeypatch):
+    """wandb in online mode with a well-formed key, its settings rebuilt from this environment."""
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    wandb.teardown()
+    yield wandb
+    wandb.teardown()
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_wandb_online_without_its_server_logs_offline_and_says_so(tmp_path, make_cfg, wandb_online, monkeypatch,
+                                                                  caplog):
+    from beft.pipeline import run
+
+    server = f"http://127.0.0.1:{closed_port()}"   # no network: nothing answers there
+    monkeypatch.setenv("WANDB_BASE_URL", server)
+    with caplog.at_level("WARNING", logger="beft"):
+        record = run(make_cfg("model=tiny-bert", "method=fixed-v", "regime.n=32", "trainer.epochs=1", "logger=wandb",
+                              "logger.mode=online", f"cache_dir={tmp_path / 'c'}"))
+    assert record["status"] == "ok" and wandb_online.run is None
+    (warning,) = [r.getMessage() for r in caplog.records if "wandb" in r.getMessage()]
+    assert f"cannot reach {server}" in warning and "logging this run offline instead" in warning
+    assert "wandb sync" in warning and "\n" not in warning
+    assert list((tmp_path / "runs" / record["run_id"] / "wandb").glob("offline-run-*"))
+
+
+def test_wandb_online_without_a_key_is_one_line(tmp_path, wandb_online, monkeypatch):
+    """A key beft's check cannot see is missing (a netrc for another server): wandb's refusal is one line."""
+    from beft.errors import BeftError
+    from beft.loggers import make_logger
+    from conftest import compose
+
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    with socket.socket() as server:   # a server that is there (the run does not fall back to offline)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+        logger = make_logger(compose("logger=wandb", "logger.mode=online").logger)
+        with pytest.raises(BeftError) as err:
+            logger.start({"method": {"name": "fixed"}}, tmp_path / "run", "run")
+    assert "\n" not in str(err.value) and str(err.value).startswith("logger=wandb logger.mode=online: ")
+    assert "API key" in str(err.value) and "logger.mode=offline" in str(err.value)

@@ -9,6 +9,7 @@ Every reader has the same signature, `read(path, fields, label_fn, **options) ->
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from collections.abc import Callable, Mapping
@@ -67,10 +68,31 @@ def _canonical(record: Mapping, fields: Mapping[str, str], label_fn: LabelFn, pa
 
 def _check_columns(path: Path, names: list[str], fields: Mapping[str, str]) -> None:
     # A missing label column usually means an unlabelled (test) file was given as an evaluation split.
+    if not names:
+        raise BeftError(f"{path} has no header row (the file is empty, or its first line is blank); a task file "
+                        f"starts with its column names ({', '.join(fields.values())}), then one example per row")
     missing = [c for c in fields.values() if c not in names]
     if missing:
         raise BeftError(f"{path} lacks column(s) {', '.join(missing)} (needs {', '.join(fields.values())}); "
-                        f"columns found: {', '.join(names)}")
+                        f"columns found: {', '.join(names) if any(names) else '(a blank header row)'}")
+
+
+@contextlib.contextmanager
+def _tsv_rows(path: Path, text: str):
+    """csv rows of a GLUE .tsv text. No field can be longer than the file, so csv's field size limit (128 KiB by
+    default, which a long passage can pass) is raised to the file's length while it is read; a csv error is one
+    line naming the file and the line."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))
+    try:
+        with io.StringIO(text, newline="") as f:
+            rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            try:
+                yield rows
+            except csv.Error as err:
+                raise BeftError(f"malformed row in {path} line {rows.line_num}: {err}") from None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def read_glue_tsv(path: Path, fields: Mapping[str, str], label_fn: LabelFn, *,
@@ -80,8 +102,7 @@ def read_glue_tsv(path: Path, fields: Mapping[str, str], label_fn: LabelFn, *,
     header=False (CoLA train/dev) takes the column names from `columns`.
     """
     # utf-8-sig: the GLUE MRPC files start with a byte-order mark before "Quality".
-    with io.StringIO(read_text(path, "utf-8-sig"), newline="") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+    with _tsv_rows(path, read_text(path, "utf-8-sig")) as rows:
         if header:
             names = next(rows, [])
         elif columns:

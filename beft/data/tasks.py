@@ -185,7 +185,8 @@ def _load_local(cfg: dict, data_dir: str) -> tuple[list[dict], dict[str, list[di
     name, local = cfg["name"], cfg["local"]
     root = Path(data_dir).expanduser().resolve()
     if not root.is_dir():
-        raise BeftError(f"data_dir {root} does not exist; it should hold {LAYOUT}")
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+        raise BeftError(f"data_dir {root} {state}; it should be a folder holding {LAYOUT}")
     missing = [k for k in LOCAL_KEYS if k not in local]
     if missing:
         raise BeftError(f"task config {name}: local lacks {', '.join(missing)}; it needs {', '.join(LOCAL_KEYS)}")
