@@ -58,6 +58,16 @@ def signal_reason(signum: int) -> str:
         return "SLURM cancelled or preempted the job, or it reached its time limit"
     warning = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
     if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and signal.Signals(signum).name == warning:
-        return ("SLURM's warning before the job's time limit (hydra.launcher.timeout_min) or a preemption; "
-                "hydra.launcher.max_num_timeout > 0 requeues the job")
+        return (f"SLURM's warning: the time limit ({_launcher_field('timeout_min')}) is near, or the job is "
+                f"preempted; {_launcher_field('max_num_timeout')} (> 0 requeues the job)")
     return ""
+
+
+def _launcher_field(name: str) -> str:
+    """`hydra.launcher.<name>=<value>` as this job was launched (the bare name if Hydra cannot tell)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return f"hydra.launcher.{name}={HydraConfig.get().launcher.get(name)}"
+    except Exception:
+        return f"hydra.launcher.{name}"

@@ -40,7 +40,7 @@ ENDINGS = {"TIMEOUT": "past its time limit, hydra.launcher.timeout_min={timeout_
            "OUT_OF_MEMORY": "out of memory, hydra.launcher.mem_gb={mem_gb}",
            "NODE_FAIL": "its node was lost", "BOOT_FAIL": "its node failed to boot",
            "DEADLINE": "past its deadline", "PREEMPTED": "preempted",
-           "CANCELLED": "cancelled (scancel, or an administrator)"}
+           "CANCELLED": "cancelled by scancel or an administrator"}
 
 
 def _run(args: list[str], input_text: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

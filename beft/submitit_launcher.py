@@ -86,15 +86,14 @@ class SubmitHost:
     def launch(self, job_overrides, initial_job_idx):
         sweep_dir = Path(str(self.launcher.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        jobs = [self._plan(initial_job_idx + i, list(overrides)) for i, overrides in enumerate(job_overrides)]
-        todo = [job for job in jobs if job.done is None]
-        try:
-            executor = self._executor() if todo else None
-            if todo:
-                slurm.check_times(self.params)
-                slurm.test_request(self._script(executor, len(todo)), self.params)
+        try:   # before anything else: a request the cluster cannot run is refused at once
+            executor = self._executor()
+            slurm.check_times(self.params)
+            slurm.test_request(self._script(executor, len(job_overrides)), self.params)
         except BeftError as err:
             _refuse(err)
+        jobs = [self._plan(initial_job_idx + i, list(overrides)) for i, overrides in enumerate(job_overrides)]
+        todo = [job for job in jobs if job.done is None]
         for job in jobs:
             if job.done is not None:
                 sweep.append(sweep_dir, {"status": "skipped", "run_id": job.done.get("run_id"), "job": job.num})
