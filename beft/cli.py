@@ -14,6 +14,7 @@ import sys
 from beft import sweep
 from beft.checks import CONF_DIR, check_overrides, check_values, check_writable
 from beft.errors import BeftError, choices_error
+from beft.interrupts import exit_code
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 log = logging.getLogger("beft")
@@ -114,7 +115,7 @@ def run_job(cfg) -> None:
     from hydra.types import RunMode
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    from beft.interrupts import Interrupted, exit_code, interrupt_on_signals
+    from beft.interrupts import Interrupted, interrupt_on_signals
     from beft.launch import job_resources   # the heavy imports (torch, transformers) start here
     from beft.placement import signal_reason
     from beft.pipeline import run
@@ -157,10 +158,10 @@ def main(hydra_main) -> int:
         return EXIT_INTERRUPTED
     try:
         hydra_main()
-    except KeyboardInterrupt:   # outside a job (composing, importing, a launcher waiting for its jobs)
+    except KeyboardInterrupt as err:   # outside a job (composing, importing, a launcher waiting for its jobs)
         sweep.summarize_interrupted()
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_code(err)
     except SystemExit as stop:   # a job was interrupted (128 + signal): the sweep still says what it did
         if isinstance(stop.code, int) and stop.code > 128:
             sweep.summarize_interrupted()

@@ -168,31 +168,37 @@ class SubmitHost:
     # -- waiting -------------------------------------------------------------------------------------------
     def _wait(self, todo: list[Job], sweep_dir: Path) -> None:
         waiting = {job.slurm_id: job for job in todo}
-        start, ended_at = time.time(), {}
         try:
-            while waiting:
-                time.sleep(min(15.0, 1.0 + (time.time() - start) / 20))
-                queued = slurm.queue(list(waiting))
-                if queued is None:
-                    continue   # squeue did not answer: ask again
-                stuck = {reason for state, reason in queued.values() if state == "PENDING"
-                         and slurm.NEVER_STARTS.match(reason)}
-                if stuck:
-                    slurm.cancel(list(waiting))
-                    _refuse(BeftError(slurm.explain_refusal(
-                        f"the jobs wait for a reason that waiting will not cure: {', '.join(sorted(stuck))}",
-                        self.params)))
-                for slurm_id in [i for i in waiting if i not in queued]:
-                    ended_at.setdefault(slurm_id, time.time())
-                states = slurm.final_states(list(ended_at))
-                for slurm_id in list(ended_at):
-                    # sacct may lag squeue by a moment; without accounting it never knows: UNKNOWN after 20 s
-                    if slurm_id in states or time.time() - ended_at[slurm_id] > 20:
-                        self._settle(waiting.pop(slurm_id), states.get(slurm_id, "UNKNOWN"), sweep_dir)
-                        del ended_at[slurm_id]
+            # SIGTERM to the launcher (`kill`, a driver job's own time limit) stops the sweep as Ctrl-C does.
+            with interrupts.interrupt_on_signals(lambda signum: "sent to the launcher"):
+                self._poll(waiting, sweep_dir)
         except KeyboardInterrupt:
             self._interrupt(list(waiting.values()), sweep_dir)
             raise
+
+    def _poll(self, waiting: dict, sweep_dir: Path) -> None:
+        """Until every job has ended: squeue for the ones still there, sacct for how the others ended."""
+        start, ended_at = time.time(), {}
+        while waiting:
+            time.sleep(min(15.0, 1.0 + (time.time() - start) / 20))
+            queued = slurm.queue(list(waiting))
+            if queued is None:
+                continue   # squeue did not answer: ask again
+            stuck = {reason for state, reason in queued.values() if state == "PENDING"
+                     and slurm.NEVER_STARTS.match(reason)}
+            if stuck:
+                slurm.cancel(list(waiting))
+                _refuse(BeftError(slurm.explain_refusal(
+                    f"the jobs wait for a reason that waiting will not cure: {', '.join(sorted(stuck))}",
+                    self.params)))
+            for slurm_id in [i for i in waiting if i not in queued]:
+                ended_at.setdefault(slurm_id, time.time())
+            states = slurm.final_states(list(ended_at))
+            for slurm_id in list(ended_at):
+                # sacct may lag squeue by a moment; without accounting it never knows: UNKNOWN after 20 s
+                if slurm_id in states or time.time() - ended_at[slurm_id] > 20:
+                    self._settle(waiting.pop(slurm_id), states.get(slurm_id, "UNKNOWN"), sweep_dir)
+                    del ended_at[slurm_id]
 
     def _settle(self, job: Job, state: str, sweep_dir: Path) -> None:
         """A job SLURM says has ended: its own outcome stands; without one (or stopped by a signal) it is lost."""

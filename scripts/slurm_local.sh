@@ -162,8 +162,8 @@ down() {
     stop "$STATE/slurmd.pid" slurmd
     stop "$STATE/slurmctld.pid" slurmctld
     stop "$STATE/slurmdbd.pid" slurmdbd
-    stop "$STATE/mysqld_safe.pid" mysqld_safe   # first, or it restarts mysqld
-    stop "$STATE/mysql/mysqld.pid" mysqld
+    stop "$STATE/mysql/mysqld.pid" mysqld        # a clean shutdown: mysqld_safe then exits without restarting it
+    stop "$STATE/mysqld_safe.pid" mysqld_safe
     stop /run/munge/munged.pid munged
     say "down"
 }

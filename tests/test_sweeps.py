@@ -56,6 +56,8 @@ def test_failed_job_is_recorded_the_sweep_goes_on_and_exits_non_zero_under_jobli
     by_n = {r["config"]["regime"]["n"]: r for r in records(tmp_path)}
     assert by_n[32]["status"] == "ok"
     assert by_n[999999999]["status"] == "failed" and "999999999" in by_n[999999999]["error"]
+    placed = by_n[32]["env"]["placement"]   # where the job ran: its joblib job number and threads (no GPU here)
+    assert placed["launcher"] == "joblib" and placed["threads"] == by_n[32]["env"]["host"]["torch_threads"]
     # The jobs ran in joblib's worker processes; the summary still counts both.
     assert done.stdout.splitlines()[-1] == f"1 ok, 0 skipped (already done), 1 failed: {by_n[999999999]['run_id']}"
 
