@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+
 from beft.evaluate import autocast, to_device
 from beft.progress import progress
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A single-node SLURM cluster on this machine, for CI and for trying hydra/launcher=slurm without a cluster.
-#   bash scripts/slurm_local.sh up       # install (Debian/Ubuntu, as root) if needed, start, wait until the node is idle
+#   bash scripts/slurm_local.sh up       # install (Debian/Ubuntu, root) if needed, start, wait for an idle node
 #   bash scripts/slurm_local.sh down     # stop everything it started (by PID file)
 #   bash scripts/slurm_local.sh status
 # No systemd needed: munged (as the munge user), MariaDB (mysqld_safe) with the accounting database, slurmdbd,
@@ -33,12 +33,13 @@ install() {
         command -v "$tool" >/dev/null || missing+=("$tool")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
-    [ "$(id -u)" -eq 0 ] || die "not installed (${missing[*]}); run as root to install, or install slurm-wlm munge slurmdbd mariadb-server"
-    command -v apt-get >/dev/null || die "needs apt-get (Debian/Ubuntu) to install slurm-wlm munge slurmdbd mariadb-server"
-    say "installing slurm-wlm munge slurmdbd mariadb-server"
+    local packages="slurm-wlm munge slurmdbd mariadb-server"
+    [ "$(id -u)" -eq 0 ] || die "not installed (${missing[*]}); run as root to install, or install $packages"
+    command -v apt-get >/dev/null || die "needs apt-get (Debian/Ubuntu) to install $packages"
+    say "installing $packages"
     apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        slurm-wlm munge slurmdbd mariadb-server >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $packages >/dev/null
 }
 
 write_conf() {   # write_conf PATH MODE OWNER < text: refuse to replace a file this script did not write
