@@ -1,6 +1,7 @@
 """The command line around Hydra (run.py): fast checks first, one line per error, honest exit codes.
 
-Exit codes: 0 every job ok or skipped; 1 a run failed (a sweep: any job failed); 2 bad input; 130 Ctrl-C.
+Exit codes: 0 every job ok or skipped; 1 a run failed (a sweep: any job failed); 2 bad input; 130 Ctrl-C
+(128 + the signal for SIGTERM, SIGUSR1, SIGUSR2: 143, 138, 140).
 `precheck` reads the command line with Hydra's own argument parser (so `--cfg job`, `--info defaults`,
 `-cn NAME` keep their meaning, and flags may stand between overrides) and checks it before the heavy imports
 and before Hydra creates any folder.
@@ -14,6 +15,7 @@ from beft import sweep
 from beft.checks import CONF_DIR, check_overrides, check_values, check_writable, yaml_error
 from beft.errors import BeftError, choices_error
 from beft.files import DiskFull
+from beft.interrupts import exit_code
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 log = logging.getLogger("beft")
@@ -117,22 +119,26 @@ def run_job(cfg) -> None:
     from hydra.types import RunMode
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    from beft.interrupts import Interrupted, interrupt_on_signals
     from beft.launch import job_resources   # the heavy imports (torch, transformers) start here
+    from beft.placement import signal_reason
     from beft.pipeline import run
     from beft.record import summary_line
     from beft.train import Diverged
 
     run_id = HydraConfig.get().job.override_dirname or f"job {HydraConfig.get().job.get('num', 0)}"
     try:
-        with job_resources(cfg):
+        # SIGTERM / SIGUSR1 / SIGUSR2 (SLURM, `timeout`, `kill`) stop the job as Ctrl-C does, naming the signal.
+        with interrupt_on_signals(signal_reason), job_resources(cfg):
             record = run(cfg, record_bad_input=multirun)   # a single run's bad input writes nothing
         sweep.note_outcome("skipped" if record.get("skipped") else "ok", record["run_id"])
         print(summary_line(record), flush=True)   # a skipped job's: the existing record's result
     except KeyboardInterrupt as err:
         run_id = getattr(err, "run_id", run_id)
         sweep.note_outcome("interrupted", run_id)
-        log.error("interrupted: %s (its record says so; run the same command again to resume)", run_id)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        how = f" by {err}" if isinstance(err, Interrupted) else ""
+        log.error("interrupted%s: %s (its record says so; run the same command again to resume)", how, run_id)
+        raise SystemExit(exit_code(err)) from None
     except Exception as err:
         sweep.note_outcome("failed", getattr(err, "run_id", run_id))
         expected = isinstance(err, (BeftError, Diverged, DiskFull))   # DiskFull: a full disk, not a bug
@@ -161,7 +167,12 @@ def main(hydra_main) -> int:
         return EXIT_INTERRUPTED
     try:
         hydra_main()
-    except KeyboardInterrupt:   # outside a job (composing, importing): nothing was started
+    except KeyboardInterrupt as err:   # outside a job (composing, importing, a launcher waiting for its jobs)
+        sweep.summarize_interrupted()
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_code(err)
+    except SystemExit as stop:   # a job was interrupted (128 + signal): the sweep still says what it did
+        if isinstance(stop.code, int) and stop.code > 128:
+            sweep.summarize_interrupted()
+        raise
     return EXIT_FAILED if sweep.sweep_failed(sweep.last_outcomes) else 0

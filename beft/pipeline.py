@@ -13,6 +13,7 @@ import torch
 
 from beft import config as C
 from beft import fingerprint as F
+from beft import interrupts
 from beft.adapter import export_adapter
 from beft.bias_map import PAPER_LABELS
 from beft.cache import Cache
@@ -83,7 +84,7 @@ def run(cfg, record_bad_input: bool = True) -> dict:
         _execute(cfg, record, run_dir, logger)
         record["status"] = "ok"
     except KeyboardInterrupt as err:  # Ctrl-C: not a failure of the run, and the record must never stay "running"
-        record.update(status="interrupted", error="KeyboardInterrupt: interrupted by the user (Ctrl-C)")
+        record.update(status="interrupted", error=interrupts.describe(err))   # Ctrl-C, or the signal that stopped it
         err.run_id = run_dir.name
         raise
     except (BeftError, Diverged, DiskFull, torch.cuda.OutOfMemoryError) as err:

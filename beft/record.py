@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from beft import files
+from beft import files, placement
 from beft.fingerprint import digest
 from beft.workload import EVAL_EVERY_EPOCH, kind_of
 
@@ -141,8 +141,12 @@ def environment(device: str, model_source: dict, data_source: dict) -> dict:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
-    return {"versions": versions, "python": platform.python_version(), "device": device, "host": _host(),
-            "git_commit": _git_commit(), "model": model_source, "data": data_source}
+    env = {"versions": versions, "python": platform.python_version(), "device": device, "host": _host(),
+           "git_commit": _git_commit(), "model": model_source, "data": data_source}
+    where = placement.describe()   # the SLURM job (id, array index, node, log) or the joblib job and its GPU
+    if where:
+        env["placement"] = where
+    return env
 
 
 def _host() -> dict:

@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from beft.evaluate import autocast, to_device
+from beft.progress import progress
 
 
 class Diverged(RuntimeError):
@@ -92,7 +92,7 @@ def train(model, workload, data, s: TrainSettings, on_epoch_end=None, on_step_en
     log = TrainLog()
     start = time.perf_counter()
     model.train()
-    bar = tqdm(total=total_steps, desc=s.desc, disable=not s.progress, leave=False, dynamic_ncols=True)
+    bar = progress(total=total_steps, desc=s.desc, enabled=s.progress)   # a line per ~10 % outside a terminal
     first_loss = None
     for epoch in range(s.epochs):
         epoch_start, losses = time.perf_counter(), []

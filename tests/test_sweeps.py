@@ -57,17 +57,33 @@ def test_failed_job_is_recorded_the_sweep_goes_on_and_exits_non_zero_under_jobli
     by_n = {r["config"]["regime"]["n"]: r for r in records(tmp_path)}
     assert by_n[32]["status"] == "ok"
     assert by_n[999999999]["status"] == "failed" and "999999999" in by_n[999999999]["error"]
+    placed = by_n[32]["env"]["placement"]   # where the job ran: its joblib job number and threads (no GPU here)
+    assert placed["launcher"] == "joblib" and placed["threads"] == by_n[32]["env"]["host"]["torch_threads"]
     # The jobs ran in joblib's worker processes; the summary still counts both.
     assert done.stdout.splitlines()[-1] == f"1 ok, 0 skipped (already done), 1 failed: {by_n[999999999]['run_id']}"
 
 
 def test_parallel_jobs_get_their_own_gpu_and_a_share_of_the_cpus():
-    assert plan(job_num=3, n_jobs=2, n_gpus=2, cpus=16) == {"gpu": 1, "threads": 8}
-    assert plan(job_num=3, n_jobs=4, n_gpus=0, cpus=16) == {"gpu": None, "threads": 4}
+    assert plan(job_num=3, n_jobs=2, n_gpus=2, cpus=16) == {"gpu": 1, "slot": 0, "threads": 8}
+    assert plan(job_num=3, n_jobs=4, n_gpus=0, cpus=16) == {"gpu": None, "slot": None, "threads": 4}
     assert parallel_jobs(-1, cpus=6) == 6 and parallel_jobs(-2, cpus=6) == 5
     assert plan(job_num=0, n_jobs=-1, n_gpus=0, cpus=2)["threads"] == 1
     with claim_gpu(0, n_gpus=2) as first, claim_gpu(0, n_gpus=2) as second:
         assert {first, second} == {0, 1}  # the preferred GPU is held: the next job takes the free one
+
+
+def test_jobs_per_gpu_lets_k_jobs_share_each_gpu_and_no_more(tmp_path, monkeypatch):
+    monkeypatch.setattr("beft.launch.LOCK_DIR", tmp_path)
+    # 8 parallel jobs on 2 GPUs, 4 per GPU: job j prefers GPU j % 2, slots fill GPU by GPU in turn.
+    chosen = [plan(job_num=j, n_jobs=8, n_gpus=2, cpus=16, jobs_per_gpu=4) for j in range(8)]
+    assert [(c["gpu"], c["slot"]) for c in chosen] == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2), (0, 3), (1, 3)]
+    assert {c["threads"] for c in chosen} == {2}
+    import contextlib
+
+    with contextlib.ExitStack() as held:   # jobs handed out of order all land on a free slot: 2 per GPU here
+        gpus = [held.enter_context(claim_gpu(0, n_gpus=2, slot=0, jobs_per_gpu=2)) for _ in range(4)]
+        assert sorted(gpus) == [0, 0, 1, 1]
+        assert len(list(tmp_path.glob("gpu*-slot*.lock"))) == 4
 
 
 def test_slurm_launcher_config_composes():
@@ -155,3 +171,12 @@ def test_wandb_online_without_a_key_is_one_line(tmp_path, wandb_online, monkeypa
             logger.start({"method": {"name": "fixed"}}, tmp_path / "run", "run")
     assert "\n" not in str(err.value) and str(err.value).startswith("logger=wandb logger.mode=online: ")
     assert "API key" in str(err.value) and "logger.mode=offline" in str(err.value)
+
+
+def test_submitit_local_counts_every_job_and_exits_non_zero_on_failure(tmp_path):
+    done = sweep(tmp_path, "model=tiny-bert", "method=fixed-v", "trainer.epochs=1", "trainer.progress=false",
+                 "regime.n=32,999999999", "hydra/launcher=submitit_local")
+    assert done.returncode == 1, done.stderr[-2000:]
+    by_n = {r["config"]["regime"]["n"]: r for r in records(tmp_path)}
+    assert by_n[32]["status"] == "ok" and by_n[999999999]["status"] == "failed"
+    assert done.stdout.splitlines()[-1] == f"1 ok, 0 skipped (already done), 1 failed: {by_n[999999999]['run_id']}"

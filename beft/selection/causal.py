@@ -13,7 +13,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
-from tqdm.auto import tqdm
+
+from beft.progress import progress
 
 NEEDS_PROBE = True
 
@@ -80,6 +81,5 @@ def scores(ctx) -> dict:
     if not ctx.method.get("cells", True):
         return {}
     iv = _interventions(ctx)
-    cells = tqdm(ctx.cells, desc="causal: single-cell interventions", leave=False,
-                 disable=not ctx.progress)
+    cells = progress(ctx.cells, desc="causal: single-cell interventions", enabled=ctx.progress)
     return {cell: iv.score([cell]) for cell in cells}

@@ -13,9 +13,9 @@ construction branches on data, which torch.func's vmap cannot trace).
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
 from beft.evaluate import autocast, to_device
+from beft.progress import progress as progress_bar
 from beft.trainable import InertKeyBiases, Scope, apply_scope
 
 NEEDS_PROBE = False
@@ -34,8 +34,7 @@ def fisher_scores(workload, bias_map, cells, *, batch_size: int, clip: float | N
     size = 1 if per_example else batch_size
     n = 0
     batches = workload.batches(workload.train_set, size, generator, group_by_length=False)
-    for batch in tqdm(batches, desc="fisher", total=-(-len(workload.train_set) // size), leave=False,
-                      disable=not progress):
+    for batch in progress_bar(batches, desc="fisher", total=-(-len(workload.train_set) // size), enabled=progress):
         model.zero_grad(set_to_none=True)
         with autocast(workload.device, workload.precision):
             loss = workload.loss(model, to_device(batch, workload.device))
