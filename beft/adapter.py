@@ -58,7 +58,7 @@ def export_adapter(workload, result: Fit, out_dir: Path) -> dict:
         return {"written": False, "reason": "the run trained only the task head, no bias vector"}
     base = model.unload() if isinstance(model, PeftModel) else model
     to_save = sorted({n.split(".")[0] for n in head_params})
-    config = BeftConfig(task_type="SEQ_CLS" if workload.kind == "encoder" else "CAUSAL_LM",
+    config = BeftConfig(task_type=workload.peft_task_type,
                         target_modules=sorted(targets), modules_to_save=to_save or None)
     adapted = get_peft_model(base, config)
     inner = adapted.base_model.model
