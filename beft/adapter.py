@@ -59,7 +59,7 @@ def export_adapter(workload, result: Fit, out_dir: Path) -> dict:
     if not targets:  # MPNet's head has no bias inside the backbone: a head-only run has no BEFT adapter to write
         return {"written": False, "reason": "the run trained only the task head, no bias vector"}
     base = model.unload() if isinstance(model, PeftModel) else model
-    return write_adapter(base, targets, head_params, "SEQ_CLS" if workload.kind == "encoder" else "CAUSAL_LM", out_dir)
+    return write_adapter(base, targets, head_params, workload.peft_task_type, out_dir)
 
 
 def write_adapter(base: nn.Module, targets: dict, head_params: dict, task_type: str, out_dir: Path) -> dict:

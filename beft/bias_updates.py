@@ -29,9 +29,9 @@ from torch.nn.utils import parametrize
 
 from beft.bias_map import PAPER_LABELS, BiasMap, Cell
 from beft.errors import BeftError
+from beft.method_table import method
 
-FORMS = ("lora", "dora", "vera", "vera1d")
-METHODS = {f"{form}_bias": form for form in FORMS}     # method name -> form
+FORMS = ("lora", "dora", "vera", "vera1d")   # each method's form is its entry in beft.method_table
 
 
 def square_shape(width: int) -> tuple[int, int]:
@@ -127,7 +127,7 @@ def _owner(model: nn.Module, param_name: str) -> tuple[nn.Module, str]:
 
 def attach(model: nn.Module, bias_map: BiasMap, cells: list[Cell], spec: dict) -> dict[Cell, BiasUpdate]:
     """Parametrize the bias of every cell with the update `spec` describes; b_0 is frozen. Returns the updates."""
-    form = METHODS[spec["method"]]
+    form = method(spec["method"]).form
     shared: dict = {}
     updates = {}
     for cell in cells:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import beft
 from beft.file_hashes import sha256_files
-from beft.workload import kind_of
+from beft.run_spec import plain
+from beft.workload import KINDS, kind_of
 
 # Bump when a change alters the numbers an unchanged config produces; every earlier record then stops matching.
 RESULTS_VERSION = 1
@@ -56,18 +57,30 @@ def weights_identity(model_cfg) -> dict:
     if model_cfg.get("tiny"):
         return {"kind": "tiny"}   # the tiny config, weights_seed and bias_std are in the config part of the key
     if model_cfg.get("path"):
-        return {"kind": "local", "files": _directory_identity(Path(str(model_cfg.path)).expanduser())}
+        return {"kind": "local", "files": _directory_identity(Path(str(model_cfg.get("path"))).expanduser())}
     for kind in ("gguf", "zip"):   # packaged in PyPI parts: the file's sha256 and the packages' versions
         packed = model_cfg.get(kind)
         if packed:
-            return {"kind": kind, "sha256": str(packed.sha256),
-                    "packages": {name: installed_version(name) for name in packed.packages}}
+            return {"kind": kind, "sha256": str(packed.get("sha256")),
+                    "packages": {name: installed_version(name) for name in packed.get("packages")}}
     package = model_cfg.get("package")
     if package:
         where = package_dir(package)
         if where is not None and (where / "model").is_dir():
             return {"kind": "package", "package": package, "version": installed_version(package.replace("_", "-"))}
     return {"kind": "hub", "hub_id": model_cfg.get("hub_id"), "revision": model_cfg.get("revision") or "main"}
+
+
+def model_identity(model_cfg) -> dict:
+    """The starting weights of a training, for its key: the config fields that pick them and their identity. A
+    tiny model's config enters as the text of its dict, as training keys have always spelled it."""
+    fields = {k: model_cfg.get(k) for k in ("hub_id", "revision", "tiny", "weights_seed", "bias_std")}
+    if fields["tiny"] is not None:
+        fields["tiny"] = str(plain(fields["tiny"]))
+    # model.attention_dropout enters only when set: trainings cached before the knob existed keep their keys.
+    dropout = model_cfg.get("attention_dropout")
+    return {**fields, "weights": weights_identity(model_cfg),
+            **({} if dropout is None else {"attention_dropout": float(dropout)})}
 
 
 def _directory_identity(path: Path) -> dict:
@@ -83,16 +96,17 @@ def _directory_identity(path: Path) -> dict:
     return {f.relative_to(path).as_posix(): [f.stat().st_size, hashes[f]] for f in found}
 
 
-def data_identity(cfg, data_dir: str | None) -> dict:
+def data_identity(model_cfg, task_cfg, data_dir: str | None) -> dict:
     """The local files the run will read, with their sha256 (None where missing: the run then fails on its own
     one-line error), or the hub dataset where the data comes from the hub."""
     from beft.data.tasks import local_files, sha256_file
 
-    task, local, hub = cfg.task, cfg.task.get("local"), cfg.task.get("hub")
-    if kind_of(cfg.model) == "decoder" and task.get("decoder") is not None:
-        decoder = task.decoder
-        local = decoder.get("local") if "local" in decoder else local
-        hub = decoder.get("hub") or hub
+    local, hub = task_cfg.get("local"), task_cfg.get("hub")
+    form = KINDS[kind_of(model_cfg)].task_form   # the kind's own form of the task: its data entries come first
+    own = task_cfg.get(form) if form else None
+    if own is not None:
+        local = own.get("local") if "local" in own else local
+        hub = own.get("hub") or hub
     if data_dir is None or not local:
         return {"hub": {"path": (hub or {}).get("path"), "name": (hub or {}).get("name")}}
     root = Path(data_dir)
@@ -103,8 +117,10 @@ def data_identity(cfg, data_dir: str | None) -> dict:
     return {"files": {f.relative_to(root).as_posix(): sha256_file(f) if f.is_file() else None for f in files}}
 
 
-def of_run(cfg, data_dir: str | None) -> dict:
-    return {"data": data_identity(cfg, data_dir), "weights": weights_identity(cfg.model), "code": code_version()}
+def of_run(model_cfg, task_cfg, data_dir: str | None) -> dict:
+    """The fingerprint of a run of this model and task (config sections: a run's, or a record's as plain dicts)."""
+    return {"data": data_identity(model_cfg, task_cfg, data_dir), "weights": weights_identity(model_cfg),
+            "code": code_version()}
 
 
 def of_record(record: dict) -> dict | None:

@@ -1,19 +1,19 @@
-"""Fixed training strategies: what each non-selecting `method` trains.
+"""Fixed training strategies: the `Scope` each non-selecting `method` trains, by its scope in the method table.
 
 Selection methods (beft, magnitude, fisher, causal, random) live in `beft.selection` and end in the same place:
-a `Scope` of chosen bias cells. Adding a fixed strategy is one entry here and one YAML in conf/method/.
-`lora` and `prefix` train the weights their PEFT adapter adds (the decoder workload puts the adapter on the
-model); `icl` and `zero_shot` train nothing and only evaluate (ICL with demonstrations in every prompt).
-`lora_bias`, `dora_bias`, `vera_bias` and `vera1d_bias` train a structured update of the chosen bias types
-(the paper's Table 4, beft.bias_updates), on encoders and decoders alike.
+a `Scope` of chosen bias cells. What a method trains is its entry in beft.method_table; the scopes that read
+the method's settings are built here: `fixed` its `terms`, `rand_uniform` its `num_params`, the structured bias
+updates (`lora_bias`, `dora_bias`, `vera_bias`, `vera1d_bias`: the paper's Table 4, beft.bias_updates) their
+rank, alpha and shape. `lora` and `prefix` train the weights their PEFT adapter adds (the decoder workload puts
+the adapter on the model); `icl` and `zero_shot` train nothing and only evaluate.
 """
 from __future__ import annotations
 
 import math
 
 from beft.bias_map import BiasMap, canonical_type
-from beft.bias_updates import METHODS as BIAS_UPDATE_METHODS
 from beft.errors import BeftError
+from beft.method_table import METHODS, method
 from beft.trainable import Scope
 
 
@@ -56,26 +56,18 @@ def _bias_update(method_cfg, bias_map: BiasMap) -> Scope:
                         "product is the bias width, or null for the most square factorisation")
     spec = {"method": method_cfg.name, "rank": rank, "alpha": float(alpha), "authors": authors,
             "shape": None if shape is None else [int(x) for x in shape]}
-    if method_cfg.name == "vera_bias":
+    if method(method_cfg.name).form == "vera":
         spec["d_init"] = float(method_cfg.get("d_init", 0.1))
     return Scope("bias_updates", _fixed(method_cfg, bias_map).targets, update=spec)
 
 
-FIXED = {
-    "fixed": _fixed,
-    "bitfit": lambda method_cfg, bias_map: Scope("all_biases"),
-    "full": lambda method_cfg, bias_map: Scope("all"),
-    "head": lambda method_cfg, bias_map: Scope("head"),
-    "lora": lambda method_cfg, bias_map: Scope("adapter"),
-    "prefix": lambda method_cfg, bias_map: Scope("adapter"),
-    "icl": lambda method_cfg, bias_map: Scope("none"),
-    "zero_shot": lambda method_cfg, bias_map: Scope("none"),
-    "rand_uniform": _rand_uniform,
-    **{name: _bias_update for name in BIAS_UPDATE_METHODS},
-}
-# Methods defined for causal language models only (PAPER.md §C.8): prompted scoring, no task head.
-DECODER_ONLY = ("lora", "prefix", "icl", "zero_shot")
+# Scopes built from the method's settings; every other scope kind takes none.
+BUILDERS = {"targets": _fixed, "random_weights": _rand_uniform, "bias_updates": _bias_update}
+# The methods that train what their settings say, without a selection.
+FIXED = tuple(name for name, entry in METHODS.items() if entry.scope != "selection")
 
 
 def fixed_scope(method_cfg, bias_map: BiasMap) -> Scope:
-    return FIXED[method_cfg.name](method_cfg, bias_map)
+    scope = method(method_cfg.name).scope
+    build = BUILDERS.get(scope)
+    return build(method_cfg, bias_map) if build else Scope(scope)

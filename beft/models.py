@@ -171,13 +171,6 @@ def attention_dropout_kwargs(model_cfg) -> dict:
                     f"{', '.join(ATTENTION_DROPOUT_KEYS)}; leave model.attention_dropout=null for this model")
 
 
-def attention_dropout_identity(model_cfg) -> dict:
-    """The part of a training's starting point that model.attention_dropout sets: nothing at null (so trainings
-    cached before the knob existed keep their keys)."""
-    p = model_cfg.get("attention_dropout")
-    return {} if p is None else {"attention_dropout": float(p)}
-
-
 def load_weights(auto_class, model_cfg, attn_implementation: str, config_kwargs=None, load_kwargs=None):
     """(model, weights provenance) for a transformers Auto class: fixed random weights for a tiny config, else
     the checkpoint (package, path or hub), with transformers' load report silenced and a one-line error."""

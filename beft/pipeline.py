@@ -1,4 +1,8 @@
-"""One run, as data flows: config -> data -> model -> what to train -> train -> evaluate -> record."""
+"""One run, as data flows: config -> data -> model -> what to train -> train -> evaluate -> record.
+
+`run` names the job from its config (key, run id) and skips it if done; then beft.config resolves the config
+into a RunSpec, and everything after reads that spec, never the Hydra config.
+"""
 from __future__ import annotations
 
 import csv
@@ -6,51 +10,46 @@ import logging
 import shutil
 import time
 import traceback
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from beft import config as C
-from beft import fingerprint as F
-from beft import interrupts
+from beft import fingerprint, interrupts, method_table, runtime
 from beft.adapter import export_adapter
 from beft.bias_map import PAPER_LABELS
 from beft.cache import Cache
 from beft.checks import check_names, check_writable
+from beft.config import resolve, to_plain
 from beft.errors import BeftError
 from beft.files import DiskFull, atomic_write, plain_name
 from beft.fit import fit
+from beft.kinds import make_workload
 from beft.loggers import make_logger
 from beft.methods import fixed_scope
 from beft.plots import learning_curve, score_heatmap
-from beft.bias_updates import METHODS as BIAS_UPDATE_METHODS
 from beft.selection import SELECTORS, select
 from beft.trainable import Scope
+from beft.run_spec import Section
 from beft.record import RECORD, environment, legacy_keys, read_record, record_key, save_record
 from beft.record_check import distrust
 from beft.train import Diverged
-from beft.workload import make_workload
 
 log = logging.getLogger("beft")
 
 
-def method_label(cfg) -> str:
-    if cfg.method.name == "fixed":
-        return "fixed-" + "+".join(str(t) for t in cfg.method.terms)
-    if cfg.method.name in BIAS_UPDATE_METHODS:    # lora_bias-v, dora_bias-v-authors
-        authors = "-authors" if cfg.method.get("authors") else ""
-        return f"{cfg.method.name}-" + "+".join(str(t) for t in cfg.method.terms) + authors
-    if cfg.method.name in SELECTORS and cfg.budget.name != "one_type":
-        return f"{cfg.method.name}-{cfg.budget.name}"
-    if cfg.method.name == "rand_uniform" and cfg.method.num_params != "budget":
-        return f"rand_uniform-{cfg.method.num_params}"
-    return cfg.method.name
+def method_label(config: dict) -> str:
+    """The run's label (`fixed-v`, `beft-params`), from its config as data (beft.method_table says how)."""
+    method = config["method"]
+    return method_table.label(method["name"], method, config.get("budget") or {})
 
 
-def run_id(cfg, key: str) -> str:
-    regime = cfg.regime.name if cfg.regime.get("n") is None else f"n{cfg.regime.n}"
-    return f"{cfg.model.name}-{cfg.task.name}-{regime}-{method_label(cfg)}-s{cfg.seed}-{key[:8]}"
+def run_id(config: dict, key: str) -> str:
+    regime = config["regime"]
+    regime = regime["name"] if regime.get("n") is None else f"n{regime['n']}"
+    return (f"{config['model']['name']}-{config['task']['name']}-{regime}-{method_label(config)}-s{config['seed']}"
+            f"-{key[:8]}")
 
 
 def run(cfg, record_bad_input: bool = True) -> dict:
@@ -63,25 +62,26 @@ def run(cfg, record_bad_input: bool = True) -> dict:
     `"skipped": True` (never written back). An error raised from here carries the job's `run_id`.
     """
     check_names(cfg)   # before any path is made of them: model.name=../../x writes nothing anywhere
-    fingerprint = F.of_run(cfg, C.data_dir(cfg))
-    key = record_key(cfg, fingerprint)
-    run_dir = own_run_dir(cfg, key)
-    existing = None if cfg.get("force") else done_record(cfg, key, fingerprint)
+    plain = to_plain(cfg)   # the config as data: named, keyed and kept in the record before any check
+    prints = fingerprint.of_run(plain["model"], plain["task"], runtime.data_dir(plain.get("data_dir")))
+    key = record_key(plain, prints)
+    run_dir = own_run_dir(plain, key)
+    existing = None if plain.get("force") else done_record(plain, key, prints)
     if existing is not None:
-        log.info("skipping %s: an ok record exists (force=true reruns it)", Path(cfg.out_dir) / existing["run_id"])
+        log.info("skipping %s: an ok record exists (force=true reruns it)", Path(plain["out_dir"]) / existing["run_id"])
         return {**existing, "skipped": True}
-    check_writable(cfg.out_dir)  # before any training: a record that cannot be saved is work lost
+    check_writable(plain["out_dir"])  # before any training: a record that cannot be saved is work lost
     # The record says what it is (its arm, whether a selection chose its biases): reports read, never guess.
-    record = {"key": key, "run_id": run_dir.name, "method_label": method_label(cfg),
-              "selection_run": cfg.method.name in SELECTORS, "status": "running",
-              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": C.to_plain(cfg),
-              "fingerprint": fingerprint, "notes": []}
-    logger = make_logger(cfg.logger)
+    record = {"key": key, "run_id": run_dir.name, "method_label": method_label(plain),
+              "selection_run": plain["method"]["name"] in SELECTORS, "status": "running",
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": plain,
+              "fingerprint": prints, "notes": []}
+    logger = make_logger(Section(plain["logger"]))
     new_dir, bad_input = not run_dir.exists(), False
     try:
-        C.validate(cfg)  # inside: a sweep's invalid job is recorded as failed, with the one-line reason
+        spec = resolve(cfg)  # inside: a sweep's invalid job is recorded as failed, with the one-line reason
         logger.start(record["config"], run_dir, run_dir.name)
-        _execute(cfg, record, run_dir, logger)
+        _execute(spec, record, run_dir, logger)
         record["status"] = "ok"
     except KeyboardInterrupt as err:  # Ctrl-C: not a failure of the run, and the record must never stay "running"
         record.update(status="interrupted", error=interrupts.describe(err))   # Ctrl-C, or the signal that stopped it
@@ -108,10 +108,10 @@ def run(cfg, record_bad_input: bool = True) -> dict:
     return record
 
 
-def own_run_dir(cfg, key: str) -> Path:
+def own_run_dir(config: dict, key: str) -> Path:
     """<out_dir>/<run id>, where nothing has been planted that would lead the run's files elsewhere."""
-    name = run_id(cfg, key)
-    run_dir = Path(cfg.out_dir) / name
+    name = run_id(config, key)
+    run_dir = Path(config["out_dir"]) / name
     if not plain_name(name):
         raise BeftError(f"the run id {name!r} cannot be a folder name; use plain model, task and method names")
     if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
@@ -120,17 +120,18 @@ def own_run_dir(cfg, key: str) -> Path:
     return run_dir
 
 
-def done_record(cfg, key: str, fingerprint: dict) -> dict | None:
+def done_record(config: dict, key: str, prints: dict) -> dict | None:
     """The ok record this run would write, if one exists and checks out (beft.record_check): under its own key,
     or written before fingerprints entered the key (under the config-only key) with a fingerprint, rebuilt from
-    its env, equal to this run's. A record that does not check out is named in a warning, and the job reruns."""
-    out = Path(cfg.out_dir)
-    mine = _trusted(out / run_id(cfg, key) / RECORD, key)
+    its env, equal to this run's. A record that does not check out is named in a warning, and the job reruns.
+    `config`: the run's config as data (beft.config.to_plain)."""
+    out = Path(config["out_dir"])
+    mine = _trusted(out / run_id(config, key) / RECORD, key)
     if mine is not None:
         return mine
-    for old_key in legacy_keys(cfg):
-        old = _trusted(out / run_id(cfg, old_key) / RECORD, old_key)
-        if old is not None and not old.get("fingerprint") and F.of_record(old) == fingerprint:
+    for old_key in legacy_keys(config):
+        old = _trusted(out / run_id(config, old_key) / RECORD, old_key)
+        if old is not None and not old.get("fingerprint") and fingerprint.of_record(old) == prints:
             return old
     return None
 
@@ -149,30 +150,29 @@ def _trusted(path: Path, key: str) -> dict | None:
     return record
 
 
-def _execute(cfg, record: dict, run_dir: Path, logger) -> None:
+def _execute(spec, record: dict, run_dir: Path, logger) -> None:
     t0 = time.perf_counter()
-    workload = make_workload(cfg)
+    workload = make_workload(spec)
     if workload.device.type == "cuda":   # one process may run several jobs (basic launcher): this run's peak only
         torch.cuda.reset_peak_memory_stats(workload.device)
     timing = {"load": time.perf_counter() - t0}
     # force=true recomputes every training the record depends on; force=record reuses cached trainings.
-    cache = Cache(cfg.get("cache_dir"), refresh=cfg.get("force") is True, lock_timeout=cfg.get("lock_timeout"))
-    settings = C.train_settings(cfg, workload.device)
-    settings.desc = f"{cfg.task.name} s{cfg.seed}"
-    if cfg.method.name in SELECTORS:
-        selection, bias_map = select(cfg.method, cfg.budget, workload, settings, cache)
+    cache = Cache(spec.cache_dir, refresh=spec.force is True, lock_timeout=spec.lock_timeout)
+    settings = replace(spec.settings, desc=f"{spec.task.name} s{spec.seed}")
+    if spec.method.name in SELECTORS:
+        selection, bias_map = select(spec.method, spec.budget, workload, settings, cache)
         scope = Scope("targets", selection.targets)
-        record["selection"] = selection.to_record(bias_map, cfg.budget)
+        record["selection"] = selection.to_record(bias_map, spec.budget)
         record["notes"] += selection.warnings
         timing.update(probe=selection.probe.seconds if selection.probe else 0.0, scoring=selection.seconds)
         write_scores(record["selection"], run_dir, logger,
-                     title=f"{cfg.method.name}: {cfg.model.name}, {cfg.task.name}, n={len(workload.train_set)}, "
-                           f"seed {cfg.seed}")
-        log.info("%s ranking: %s -> training %s", cfg.method.name, " > ".join(selection.ranking),
+                     title=f"{spec.method.name}: {spec.model.name}, {spec.task.name}, n={len(workload.train_set)}, "
+                           f"seed {spec.seed}")
+        log.info("%s ranking: %s -> training %s", spec.method.name, " > ".join(selection.ranking),
                  Scope("targets", selection.targets).describe())
     else:
-        scope = fixed_scope(cfg.method, workload.bias_map())
-    settings.desc = f"{cfg.task.name} {scope.describe()} s{cfg.seed}"
+        scope = fixed_scope(spec.method, workload.bias_map())
+    settings = replace(settings, desc=f"{spec.task.name} {scope.describe()} s{spec.seed}")
     result, _ = fit(workload, scope, settings, cache, logger)
 
     if result.head_params is not None:   # the task head's share (MPNet / RoBERTa: ~590 k of every run's count)

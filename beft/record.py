@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from beft import files, placement
 from beft.fingerprint import digest
-from beft.workload import EVAL_EVERY_EPOCH, kind_of
+from beft.workload import evaluates_every_epoch, other_task_forms
 
 KEY_SECTIONS = ("model", "task", "regime", "method", "budget", "trainer", "seed")
 # Trainer fields that change speed or display, never the numbers (on one device).
@@ -37,16 +37,17 @@ NEUTRAL = {"trainer": {"optimizer": "adamw"},           # AdamW, the paper's (tr
 
 
 def key_fields(cfg) -> dict:
+    """The key's config part, from a config as data (a record's `config`, or a composed config)."""
     container = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     fields = {}
     for section in KEY_SECTIONS:
         value = container.get(section)
         if isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in KEY_IGNORED.get(section, ())}
-        if section == "task" and isinstance(value, dict) and kind_of(container.get("model")) != "decoder":
-            value = {k: v for k, v in value.items() if k != "decoder"}  # the prompted form cannot change an encoder run
+        if section == "task" and isinstance(value, dict):   # another kind's form of the task cannot change this run
+            value = {k: v for k, v in value.items() if k not in other_task_forms(container.get("model"))}
         if section == "trainer" and isinstance(value, dict) and value.get("eval_every_epoch", False) is None:
-            value = {**value, "eval_every_epoch": evaluates_every_epoch(container)}  # the default, resolved
+            value = {**value, "eval_every_epoch": evaluates_every_epoch(value, container.get("model"))}  # resolved
         if isinstance(value, dict):
             value = without_neutral(value, NEUTRAL.get(section, {}))
         fields[section] = value
@@ -56,13 +57,6 @@ def key_fields(cfg) -> dict:
 def without_neutral(values: dict, neutral: dict) -> dict:
     """`values` minus the fields that sit at their neutral (pre-existing behaviour) value."""
     return {k: v for k, v in values.items() if not (k in neutral and v == neutral[k])}
-
-
-def evaluates_every_epoch(cfg) -> bool:
-    """trainer.eval_every_epoch, where null means the workload's default: every epoch for encoders (the authors'
-    encoder code does), once after training for decoders (the authors' decoder code does, PAPER.md §C.5)."""
-    value = (cfg.get("trainer") or {}).get("eval_every_epoch")
-    return bool(value) if value is not None else EVAL_EVERY_EPOCH[kind_of(cfg.get("model"))]
 
 
 def record_key(cfg, fingerprint: dict) -> str:

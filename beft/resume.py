@@ -48,7 +48,7 @@ class DoneRecords:
         if cfg.get("force"):
             return None
         out_dir = Path(str(cfg.out_dir))
-        fingerprint = F.of_run(cfg, data_dir(cfg))
+        fingerprint = F.of_run(cfg.model, cfg.task, data_dir(cfg))
         mine = self._ok(out_dir, record_key(cfg, fingerprint), lambda record: True)
         if mine is not None:
             return mine

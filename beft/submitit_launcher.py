@@ -228,7 +228,7 @@ class SubmitHost:
         from beft.selection import SELECTORS
 
         cfg = job.cfg
-        fingerprint = F.of_run(cfg, data_dir(cfg))
+        fingerprint = F.of_run(cfg.model, cfg.task, data_dir(cfg))
         key = record_key(cfg, fingerprint)
         path = Path(str(cfg.out_dir)) / run_id(cfg, key) / RECORD
         record = read_record(path)

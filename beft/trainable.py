@@ -18,8 +18,14 @@ from torch import nn
 from beft.bias_map import PAPER_LABELS, BiasMap, Cell
 
 SCOPES = ("targets", "all_biases", "all", "head", "random_weights", "adapter", "bias_updates", "none")
-# Parameter-name fragments of the weights a PEFT adapter adds (LoRA matrices, prefix key/values).
-ADAPTER_PARTS = ("lora_A.", "lora_B.", "prompt_encoder.")
+
+
+def adapter_param_names(model: nn.Module) -> set[str]:
+    """The weights a PEFT adapter added (LoRA matrices, prefix key/values, IA3 vectors...): `get_peft_model`
+    freezes the model and leaves exactly those trainable, so a fresh PEFT model's trainable parameters are they."""
+    if not hasattr(model, "peft_config"):
+        return set()
+    return {n for n, p in model.named_parameters() if p.requires_grad}
 
 
 @dataclass
@@ -61,7 +67,7 @@ def trainable_names(model: nn.Module, bias_map: BiasMap, scope: Scope) -> list[s
     elif scope.kind == "head":
         wanted = head
     elif scope.kind == "adapter":
-        wanted = {n for n, _ in model.named_parameters() if any(part in n for part in ADAPTER_PARTS)} | head
+        wanted = adapter_param_names(model) | head
     elif scope.kind == "bias_updates":   # the updates' own parameters (b_0 stays frozen inside them)
         wanted = {n for n, _ in model.named_parameters() if ".parametrizations." in n and not n.endswith(".original")}
         wanted |= head

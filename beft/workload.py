@@ -1,29 +1,53 @@
 """The one seam between the run and the two kinds of model: a `Workload` is a task made ready for one model.
 
 Training, probing, every selection score and the record go through this interface, so encoders (sequence
-classification with a task head, beft/encoder.py) and decoders (prompted scoring, beft/decoder) share one
-pipeline. `kind_of` is the only place that tells the kinds apart by config; everything else asks the workload.
+classification with a task head, beft/encoder) and decoders (prompted scoring, beft/decoder) share one
+pipeline. `kind_of` is the only place that tells the kinds apart by config; `KINDS` says what the layers above
+the model code know of each kind (beft.kinds adds each kind's spec and workload). This module imports nothing
+of beft, so the config checks, the record keys and the fingerprint can ask it without loading any model code.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-if TYPE_CHECKING:  # only for the annotations: the config checks import this module and must stay light
+if TYPE_CHECKING:  # only for the annotations: this module stays light
     import torch
 
-KINDS = ("encoder", "decoder")
-# Evaluate after every epoch, unless trainer.eval_every_epoch says otherwise: the authors' encoder code does;
-# their decoder code evaluates once after training (PAPER.md §C.5).
-EVAL_EVERY_EPOCH = {"encoder": True, "decoder": False}
+
+@dataclass(frozen=True)
+class Kind:
+    eval_every_epoch: bool    # trainer.eval_every_epoch's default (null): after every epoch, or once at the end
+    task_form: str | None     # the task config's section holding this kind's own form of the task, if any
+
+
+# The authors' encoder code evaluates after every epoch; their decoder code once after training (PAPER.md §C.5).
+# A decoder reads a task through its `decoder:` section (beft/decoder/spec.py), whose data entries stand over
+# the task's own.
+KINDS = {"encoder": Kind(eval_every_epoch=True, task_form=None),
+         "decoder": Kind(eval_every_epoch=False, task_form="decoder")}
 
 
 def kind_of(model_cfg) -> str:
-    """encoder | decoder, from the model config (`kind`, default encoder), without importing any model code."""
+    """encoder | decoder, from the model's config section (`kind`, default encoder), without any model code."""
     return "decoder" if (model_cfg or {}).get("kind") == "decoder" else "encoder"
+
+
+def evaluates_every_epoch(trainer_cfg, model_cfg) -> bool:
+    """trainer.eval_every_epoch, where null means the kind's default (KINDS)."""
+    value = (trainer_cfg or {}).get("eval_every_epoch")
+    return bool(value) if value is not None else KINDS[kind_of(model_cfg)].eval_every_epoch
+
+
+def other_task_forms(model_cfg) -> set[str]:
+    """The task sections that hold the other kinds' forms of a task: nothing in them can change this kind's run."""
+    kind = kind_of(model_cfg)
+    return {k.task_form for name, k in KINDS.items() if name != kind and k.task_form}
 
 
 class Workload(Protocol):
     kind: str                          # encoder | decoder
+    peft_task_type: str                # the task type a PEFT config of this model names (SEQ_CLS, CAUSAL_LM)
     device: torch.device
     precision: str                     # fp32 | bf16 | fp16, resolved for the device
     train_set: object                  # the training split, encoded for this model
@@ -54,13 +78,3 @@ class Workload(Protocol):
 
     def identity(self) -> dict:
         """What determines the starting model and the data: part of every training key."""
-
-
-def make_workload(cfg) -> Workload:
-    if kind_of(cfg.model) == "decoder":
-        from beft.decoder import DecoderWorkload  # imported here: PEFT and the templates are decoder-only
-
-        return DecoderWorkload(cfg)
-    from beft.encoder import EncoderWorkload
-
-    return EncoderWorkload(cfg)

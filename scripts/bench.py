@@ -40,7 +40,7 @@ def measure(mode: str, model_name: str, batch_size: int, seq_len: int, steps: in
     from omegaconf import OmegaConf
 
     from beft.bias_map import BiasMap
-    from beft.config import resolve_device, resolve_precision
+    from beft.runtime import resolve_device, resolve_precision
     from beft.evaluate import autocast
     from beft.models import load_encoder
     from beft.trainable import Scope, apply_scope
@@ -155,7 +155,7 @@ def decoder_rows(args) -> str:
 
     wl = _decoder_workload(args, "task=sst2", "method=fixed-v")
     model, _ = wl.new_model()
-    apply_scope(model, wl.bias_map(), fixed_scope(wl.cfg.method, wl.bias_map()))
+    apply_scope(model, wl.bias_map(), fixed_scope(wl.run.method, wl.bias_map()))
     cuda = wl.device.type == "cuda"
 
     def timed(work) -> float:
@@ -237,6 +237,7 @@ def prefix_generation_rows(args) -> str:
 def _decoder_workload(args, *overrides):
     from hydra import compose, initialize_config_dir
 
+    from beft import config
     from beft.decoder import DecoderWorkload
 
     overrides = ["model=smollm2-135m", *overrides, "regime.n=64", f"task.decoder.n_eval={args.eval_n}",
@@ -245,7 +246,7 @@ def _decoder_workload(args, *overrides):
     if args.model_path:
         overrides.append(f"model.path={args.model_path}")
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return DecoderWorkload(compose(config_name="config", overrides=overrides))
+        return DecoderWorkload(config.resolve(compose(config_name="config", overrides=overrides)))
 
 
 def _where(wl) -> str:

@@ -32,7 +32,7 @@ def compose(overrides):
 
 def top_types(model: str, task: str, seed: int, fraction: float | None) -> dict:
     """The top-ranked type of each method after one probe (full when fraction is None)."""
-    from beft import config as C
+    from beft import config
     from beft.cache import Cache
     from beft.selection import SELECTORS, SelectionContext, candidate_cells, score
     from beft.selection.probe import run_probe
@@ -41,12 +41,12 @@ def top_types(model: str, task: str, seed: int, fraction: float | None) -> dict:
     probe_fraction = "null" if fraction is None else str(fraction)
     cfg = compose([f"model={model}", f"task={task}", "regime=low", f"seed={seed}", "method=causal",
                    "method.cells=false", f"method.probe.fraction={probe_fraction}", "trainer.progress=false"])
-    workload = EncoderWorkload(cfg)
+    spec = config.resolve(cfg)
+    workload = EncoderWorkload(spec)
     bias_map = workload.bias_map()
-    cells = candidate_cells(cfg.method, bias_map)
-    probe = run_probe(cfg.method, workload, bias_map, C.train_settings(cfg, workload.device),
-                      Cache(cfg.get("cache_dir")), cells)
-    ctx = SelectionContext(cfg.method, int(cfg.seed), False, workload, bias_map, cells, probe)
+    cells = candidate_cells(spec.method, bias_map)
+    probe = run_probe(spec.method, workload, bias_map, spec.settings, Cache(spec.cache_dir), cells)
+    ctx = SelectionContext(spec.method, spec.seed, False, workload, bias_map, cells, probe)
     tops = {name: score(SELECTORS[name], ctx)[2][0] for name in METHODS}
     return {"steps": probe.fit.steps, "top": tops}
 

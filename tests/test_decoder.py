@@ -19,10 +19,9 @@ QUICK = ("regime.n=16", "trainer.epochs=1")
 def workload(make_cfg):
     def make(*overrides):
         cfg = make_cfg(*QUICK, *overrides)
-        from beft import config as C
+        from beft import config
 
-        C.validate(cfg)
-        return DecoderWorkload(cfg), cfg
+        return DecoderWorkload(config.resolve(cfg)), cfg
     return make
 
 
@@ -61,7 +60,7 @@ def test_added_biases_start_at_zero_and_leave_outputs_unchanged(workload):
 @pytest.mark.parametrize("model", ["tiny-opt", "tiny-llama"])
 def test_only_the_chosen_biases_train(workload, model):
     wl, cfg = workload(f"model={model}", "task=rte", "method=fixed-v")
-    from beft import config as C
+    from beft import config
 
     model_, _ = wl.new_model()
     bias_map = wl.bias_map()
@@ -70,7 +69,7 @@ def test_only_the_chosen_biases_train(workload, model):
     expected = {bias_map.param_name(c) for c in bias_map.cells(["v"])}
     assert {n for n, p in model_.named_parameters() if p.requires_grad} == expected  # no head on decoders
     start = {n: p.detach().clone() for n, p in model_.named_parameters()}
-    train(model_, wl, wl.train_set, C.train_settings(cfg, wl.device))
+    train(model_, wl, wl.train_set, config.resolve(cfg).settings)
     moved = {n for n, p in model_.named_parameters() if not torch.equal(p, start[n])}
     assert moved == expected
 
@@ -114,12 +113,13 @@ def test_decoder_end_to_end_on_local_files(make_cfg, task, n_eval):
 def test_exported_adapter_reproduces_the_run(make_cfg, model, task):
     from peft import PeftModel
 
-    from beft.workload import make_workload
+    from beft import config
+    from beft.kinds import make_workload
 
     cfg = make_cfg(f"model={model}", f"task={task}", "method=fixed-v", *QUICK, "trainer.lr=0.05")
     record = run(cfg)
     assert record["adapter"]["written"] and record["adapter"]["peft_type"] == "BEFT"
-    wl = make_workload(cfg)
+    wl = make_workload(config.resolve(cfg))
     if wl.kind == "decoder":
         base, _ = wl.load_base()
     else:

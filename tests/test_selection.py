@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from beft import config as C
+from beft import config
 from beft.cache import Cache
 from beft.errors import BeftError
 from beft.pipeline import run
@@ -41,7 +41,7 @@ def test_projection_score_by_hand():
 
 @pytest.fixture
 def workload(make_cfg):
-    return EncoderWorkload(make_cfg(*QUICK, "task=sst2"))
+    return EncoderWorkload(config.resolve(make_cfg(*QUICK, "task=sst2")))
 
 
 def test_fisher_equals_an_independent_computation(workload):
@@ -84,10 +84,10 @@ def test_per_example_fisher(workload):
 
 def test_causal_by_hand_and_leaves_the_model_untouched(make_cfg):
     cfg = make_cfg(*QUICK, "task=rte", "method=causal", "method.selection_size=24")
-    workload = EncoderWorkload(cfg)
+    workload = EncoderWorkload(config.resolve(cfg))
     bias_map = workload.bias_map()
     cells = bias_map.cells()
-    probe = run_probe(cfg.method, workload, bias_map, C.train_settings(cfg, workload.device), Cache(None), cells)
+    probe = run_probe(cfg.method, workload, bias_map, config.resolve(cfg).settings, Cache(None), cells)
     model = probe.model(workload)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     ctx = SelectionContext(cfg.method, int(cfg.seed), False, workload, bias_map, cells, probe)
@@ -117,8 +117,8 @@ def test_causal_by_hand_and_leaves_the_model_untouched(make_cfg):
 @pytest.mark.parametrize("method", ["magnitude", "fisher", "beft"])
 def test_k_scores_exactly_zero(make_cfg, method):
     cfg = make_cfg(*QUICK, "task=sst2", f"method={method}")
-    workload = EncoderWorkload(cfg)
-    selection, _ = select(cfg.method, cfg.budget, workload, C.train_settings(cfg, workload.device), Cache(None))
+    workload = EncoderWorkload(config.resolve(cfg))
+    selection, _ = select(cfg.method, cfg.budget, workload, config.resolve(cfg).settings, Cache(None))
     assert selection.type_scores["k"] == 0.0
     assert all(selection.cell_scores[c] == 0.0 for c in selection.cell_scores if c[1] == "k")
     assert {"q", "k", "v"} <= set(selection.ranking) and selection.ranking[-1] == "k"
@@ -146,8 +146,8 @@ def test_one_shared_probe_and_a_complete_record(make_cfg, tmp_path):
 
 def test_budgets(make_cfg):
     cfg = make_cfg(*QUICK, "task=sst2", "method=magnitude", "budget=params", "budget.max_params=100")
-    workload = EncoderWorkload(cfg)
-    settings = C.train_settings(cfg, workload.device)
+    workload = EncoderWorkload(config.resolve(cfg))
+    settings = config.resolve(cfg).settings
     selection, bias_map = select(cfg.method, cfg.budget, workload, settings, Cache(None))
     # tiny-bert: every bias is 32 wide except fc1 (64); 100 fits three 32-wide cells, the best three.
     assert sum(bias_map.size(c) for c in selection.targets) <= 100
@@ -168,15 +168,15 @@ def test_budgets(make_cfg):
 ])
 def test_bad_budgets_and_probes(make_cfg, overrides, needle):
     cfg = make_cfg(*QUICK, "task=sst2", "method=beft", *overrides)
-    workload = EncoderWorkload(cfg)
+    workload = EncoderWorkload(config.resolve(cfg))
     with pytest.raises(BeftError) as err:
-        select(cfg.method, cfg.budget, workload, C.train_settings(cfg, workload.device), Cache(None))
+        select(cfg.method, cfg.budget, workload, config.resolve(cfg).settings, Cache(None))
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
 def test_unknown_budget_on_the_command_line():
     with pytest.raises(BeftError, match="unknown budget 'all'; valid: one_type, params, types"):
-        C.check_overrides(["budget=all"])
+        config.check_overrides(["budget=all"])
 
 
 def test_shortened_probe_from_the_full_probe_equals_a_shortened_training(make_cfg, tmp_path):
@@ -184,9 +184,9 @@ def test_shortened_probe_from_the_full_probe_equals_a_shortened_training(make_cf
     the same biases to the last bit (constant lr, same batches), so the snapshot is used when it exists."""
     cfg = make_cfg("model=tiny-bert", "regime.n=64", "trainer.epochs=2", "method=magnitude",
                    "method.probe.fraction=0.25")
-    workload = EncoderWorkload(cfg)
+    workload = EncoderWorkload(config.resolve(cfg))
     bias_map = workload.bias_map()
-    settings = C.train_settings(cfg, workload.device)
+    settings = config.resolve(cfg).settings
     trained = run_probe(cfg.method, workload, bias_map, settings, Cache(str(tmp_path / "a")), bias_map.cells())
     assert trained.fit.steps == 2 and not trained.fit.reused  # 8 steps in all (64 / 16 x 2 epochs)
 

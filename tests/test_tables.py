@@ -234,10 +234,10 @@ def test_arm_matches_the_run_id_label(make_cfg):
     for overrides in (["method=fixed-v"], ["method=fixed", "method.terms=[q,v]"], ["method=rand_uniform-bitfit"],
                       ["method=beft", "budget=types"], ["method=head"], ["regime.n=40", "method=bitfit"],
                       ["method=lora_bias", "method.terms=[v,q]"], ["method=dora_bias", "method.authors=true"]):
-        cfg = make_cfg("model=tiny-bert", *overrides)
-        key = legacy_keys(cfg)[0]
-        rec = {"key": key, "run_id": run_id(cfg, key), "config": OmegaConf.to_container(cfg, resolve=True)}
-        assert arm_of(rec) == method_label(cfg), overrides
+        config = OmegaConf.to_container(make_cfg("model=tiny-bert", *overrides), resolve=True)
+        key = legacy_keys(config)[0]
+        rec = {"key": key, "run_id": run_id(config, key), "config": config}
+        assert arm_of(rec) == method_label(config), overrides
 
 
 def test_cost_table_reads_each_runs_wall_time(tmp_path):

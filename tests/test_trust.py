@@ -114,7 +114,7 @@ def plot_symlink(tmp_path, data_dir, base, caplog):
     victim.write_text("the victim's notes\n")
     victim_dir.mkdir()
     cfg = quick_cfg(data_dir, tmp_path / "runs", root / "cache", "logger=csv")
-    run_dir = tmp_path / "runs" / run_id(cfg, record_key(cfg, F.of_run(cfg, str(data_dir))))
+    run_dir = tmp_path / "runs" / run_id(cfg, record_key(cfg, F.of_run(cfg.model, cfg.task, str(data_dir))))
     run_dir.mkdir(parents=True)
     for name in ("learning_curve.png", "result.json", "history.csv"):
         (run_dir / name).symlink_to(victim)
@@ -272,8 +272,8 @@ def cached(tmp_path_factory, data_dir):
 
     root = tmp_path_factory.mktemp("cached")
     cfg = quick_cfg(data_dir, root / "runs", root / "cache")
-    workload = EncoderWorkload(cfg)
-    settings = C.train_settings(cfg, workload.device)
+    workload = EncoderWorkload(C.resolve(cfg))
+    settings = C.resolve(cfg).settings
     cache = Cache(root / "cache")
     scopes = {"v": Scope("targets", workload.bias_map().cells(["v"])), "all": Scope("all_biases")}
     fits = {name: fit(workload, scope, settings, cache)[0] for name, scope in scopes.items()}
@@ -445,7 +445,7 @@ def test_a_local_model_folder_is_identified_by_every_byte_of_every_file(tmp_path
 
     def key():
         cfg = compose(f"data_dir={data_dir}", "model=minilm", f"model.path={model}", "method=fixed-v")
-        return record_key(cfg, F.of_run(cfg, str(data_dir)))
+        return record_key(cfg, F.of_run(cfg.model, cfg.task, str(data_dir)))
 
     first = key()
     assert len(hashed) == 3 and key() == first and len(hashed) == 3   # computed once per process ...
@@ -461,5 +461,5 @@ def test_a_local_model_folder_is_identified_by_every_byte_of_every_file(tmp_path
     assert key() not in (first, middle)                                 # subfolders count
     shutil.copytree(model, tmp_path / "copy")
     cfg = compose(f"data_dir={data_dir}", "model=minilm", f"model.path={tmp_path / 'copy'}", "method=fixed-v")
-    assert record_key(cfg, F.of_run(cfg, str(data_dir))) == key()       # where the folder sits does not matter
+    assert record_key(cfg, F.of_run(cfg.model, cfg.task, str(data_dir))) == key()       # where the folder sits does not matter
     assert (tmp_path / "home" / "index.json").is_file()                 # the user's own index, not the cache_dir

@@ -20,7 +20,7 @@ from beft.record import record_key
 from beft.train import TrainSettings, train
 from beft.trainable import apply_scope
 from beft.value_bias import merge_value_adapter, output_map, value_spread, value_to_output_bias
-from beft.workload import make_workload
+from beft.kinds import make_workload
 from conftest import REPO, compose
 from test_method_grid import MODELS
 
@@ -28,12 +28,17 @@ TINY = ("task=sst2", "regime.n=8", "task.decoder.n_eval=8")
 QUICK = ("task=sst2", "regime.n=16", "trainer.epochs=1", "task.decoder.n_eval=16", "trainer.lr=0.05")
 
 
+def make_workload_of(cfg):
+    """The workload of a composed config, resolved as a run resolves it."""
+    return make_workload(C.resolve(cfg))
+
+
 def tiny_model(make_cfg, model, *overrides):
     """(workload, model) as a fixed-v run builds it; a family without b_o (Qwen2) gets an added one through PEFT,
     so the identity can be shown there too."""
     from peft import BeftConfig, get_peft_model
 
-    workload = make_workload(make_cfg(f"model={model}", "method=fixed-v", *TINY, *overrides))
+    workload = make_workload_of(make_cfg(f"model={model}", "method=fixed-v", *TINY, *overrides))
     net, _ = workload.new_model()
     bias_map = BiasMap(net)
     if "o" not in bias_map.types:
@@ -155,7 +160,7 @@ def test_a_b_v_adapter_merged_into_b_o_reproduces_the_run(make_cfg, model):
     record = run(cfg)
     assert record["status"] == "ok" and record["adapter"]["written"]
     folder = Path(cfg.out_dir) / record["run_id"]
-    workload = make_workload(cfg)
+    workload = make_workload(C.resolve(cfg))
     summary = merge_value_adapter(pretrained(workload), folder / "adapter", folder / "adapter-bo")
     assert summary["written"] and summary["merged_layers"] == [0, 1]
     bias_map = BiasMap(pretrained(workload))
@@ -206,8 +211,8 @@ NO_DROPOUT = ("+model.tiny.hidden_dropout_prob=0.0", "model.attention_dropout=0.
 def test_an_sgd_step_is_p_minus_lr_g_and_adamw_is_not(make_cfg, optimizer):
     cfg = make_cfg("model=tiny-bert", "method=fixed-v", *TINY, *NO_DROPOUT, f"trainer.optimizer={optimizer}",
                    "trainer.lr=0.1", "trainer.max_grad_norm=1e9", "trainer.max_steps=1")
-    workload = make_workload(cfg)
-    settings = C.train_settings(cfg, torch.device("cpu"))
+    workload = make_workload(C.resolve(cfg))
+    settings = C.resolve(cfg).settings
     assert settings.optimizer == optimizer and settings.max_steps == 1
     net, _ = workload.new_model()
     bias_map = BiasMap(net)
@@ -248,26 +253,26 @@ def without_new_knobs(cfg):
 
 def test_the_new_knobs_at_their_old_behaviour_keep_record_and_training_keys(make_cfg, data_dir):
     cfg = make_cfg("model=tiny-bert", "method=fixed-v", *TINY)
-    fingerprint = F.of_run(cfg, str(data_dir))
+    fingerprint = F.of_run(cfg.model, cfg.task, str(data_dir))
     assert record_key(cfg, fingerprint) == record_key(without_new_knobs(cfg), fingerprint)
     for change in ("trainer.optimizer=sgd", "model.attention_dropout=0.0"):
         assert record_key(make_cfg("model=tiny-bert", "method=fixed-v", *TINY, change), fingerprint) \
             != record_key(cfg, fingerprint), change
-    workload = make_workload(cfg)
+    workload = make_workload(C.resolve(cfg))
     scope = fixed_scope(cfg.method, workload.bias_map())
-    settings = C.train_settings(cfg, torch.device("cpu"))
+    settings = C.resolve(cfg).settings
     old_settings = {k: v for k, v in vars(settings).items() if k != "optimizer"}
     assert training_key(workload, scope, settings) == training_key(workload, scope, TrainSettings(**old_settings))
     sgd = TrainSettings(**{**old_settings, "optimizer": "sgd"})
     assert training_key(workload, scope, sgd) != training_key(workload, scope, settings)
-    no_dropout = make_workload(make_cfg("model=tiny-bert", "method=fixed-v", *TINY, "model.attention_dropout=0.0"))
+    no_dropout = make_workload_of(make_cfg("model=tiny-bert", "method=fixed-v", *TINY, "model.attention_dropout=0.0"))
     assert training_key(no_dropout, scope, settings) != training_key(workload, scope, settings)
 
 
 def test_attention_dropout_sets_the_loaded_config_and_makes_training_deterministic(make_cfg):
     batch = inputs(None, padded=True)
     for dropout, probability in (("null", 0.1), ("0.0", 0.0), ("0.3", 0.3)):
-        workload = make_workload(make_cfg("model=tiny-bert", "method=fixed-v", *TINY,
+        workload = make_workload_of(make_cfg("model=tiny-bert", "method=fixed-v", *TINY,
                                           "+model.tiny.hidden_dropout_prob=0.0", f"model.attention_dropout={dropout}"))
         net = workload.new_model()[0].train()
         assert net.config.attention_probs_dropout_prob == probability   # null: the config's own (BERT: 0.1)
@@ -317,7 +322,7 @@ def test_an_added_output_bias_on_a_bias_free_decoder_trains_and_exports(make_cfg
     folder = Path(cfg.out_dir) / record["run_id"] / "adapter"
     assert sorted(json.loads((folder / "adapter_config.json").read_text())["target_modules"]) == \
         ["model.layers.0.self_attn.o_proj", "model.layers.1.self_attn.o_proj"]
-    workload = make_workload(cfg)
+    workload = make_workload(C.resolve(cfg))
     reloaded = PeftModel.from_pretrained(workload.load_base()[0], str(folder))
     moved = [float(p.abs().max()) for n, p in reloaded.named_parameters() if ".beft_bias." in n]
     assert len(moved) == 2 and min(moved) > 1e-4                      # the added b_o did train
@@ -359,7 +364,7 @@ def test_the_why_bv_jobs_with_the_checkpoints_dropout_keep_their_keys(data_dir):
         cfg = compose(*job, f"data_dir={data_dir}")
         plain = compose(*[o for o in job if not o.startswith(("experiment=", "model.attention_dropout"))],
                         "model=minilm", "regime=low", f"data_dir={data_dir}")
-        fingerprint = F.of_run(cfg, str(data_dir))
+        fingerprint = F.of_run(cfg.model, cfg.task, str(data_dir))
         assert record_key(cfg, fingerprint) == record_key(without_new_knobs(plain), fingerprint)
 
 
@@ -372,7 +377,7 @@ def test_the_smollm2_b_v_arm_is_found_among_the_committed_decoder_records(data_d
         if "method=fixed-v" not in job:
             continue
         cfg = compose(*job, f"data_dir={data_dir}", f"out_dir={REPO / 'results' / 'runs' / 'decoder-local'}")
-        fingerprint = F.of_run(cfg, str(data_dir))
+        fingerprint = F.of_run(cfg.model, cfg.task, str(data_dir))
         if None in (fingerprint["weights"].get("packages") or {}).values():
             pytest.skip("SmolLM2 is not installed")
         assert done_record(cfg, record_key(cfg, fingerprint), fingerprint) is not None, job

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from beft.data import hub, readers
 from beft.errors import BeftError, choices_error
 from beft.metrics import METRICS as _METRIC_FUNCTIONS
+from beft.run_spec import plain
 
 REQUIRED_KEYS = ("name", "kind", "text_fields", "label_names", "metrics", "main_metric", "lr", "epochs",
                  "sizes", "hub", "local")
@@ -99,9 +100,7 @@ def subset(examples: list, n: int | None, seed: int) -> list:
 
 def validate_task_config(task_cfg) -> dict:
     """The task config as a plain dict, after checking the keys everything else relies on."""
-    if not isinstance(task_cfg, DictConfig):
-        task_cfg = OmegaConf.create(dict(task_cfg))
-    cfg = OmegaConf.to_container(task_cfg, resolve=True)
+    cfg = OmegaConf.to_container(task_cfg, resolve=True) if OmegaConf.is_config(task_cfg) else plain(task_cfg)
     name = cfg.get("name", "?")
     missing = [k for k in REQUIRED_KEYS if k not in cfg]
     if missing:

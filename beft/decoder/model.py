@@ -9,7 +9,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from beft.models import _tiny_config, load_weights, loading, weights_location
-from beft.trainable import ADAPTER_PARTS
+from beft.trainable import adapter_param_names
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -51,7 +51,8 @@ def weights_dtype(device: torch.device, precision: str, method: str) -> torch.dt
 
 def keep_trainable_fp32(model) -> None:
     """Biases (own or added) and adapter weights in fp32: their Adam updates are far below bf16's resolution."""
+    adapter = adapter_param_names(model)
     for name, param in model.named_parameters():
-        trainable_kind = name.endswith(".bias") or ".beft_bias." in name or any(p in name for p in ADAPTER_PARTS)
+        trainable_kind = name.endswith(".bias") or ".beft_bias." in name or name in adapter
         if trainable_kind and param.dtype != torch.float32:
             param.data = param.data.float()

@@ -1,5 +1,7 @@
 """PEFT adapters a decoder run puts on its model: added biases, LoRA, prefix tuning (PAPER.md §C.8, §C.9).
 
+Which adapter a method gets is its entry in beft.method_table (a PEFT-library adapter is configured there, from
+the method's section); this module puts it on the model.
 - `beft`: bias-free projections (LLaMA, GPT-J, deepseek-coder) get PEFT `BeftConfig` biases, zero-initialised so
   the model is unchanged until it trains. Every bias-free Linear type of the bias map gets one, so the probe of
   the selection methods and `bitfit` can train them all; a run trains only its chosen ones and the others stay
@@ -17,9 +19,7 @@ from torch import nn
 
 from beft.bias_map import BiasMap
 from beft.decoder.kv_cache import cache_of
-
-ADAPTERS = ("beft", "lora", "prefix")
-NO_ADAPTER = ("full", "head", "icl", "zero_shot")   # methods that train (or score) the model as it is
+from beft.method_table import ADDED_BIASES, Adapter, method
 
 
 def bias_free_linear_modules(model, bias_map: BiasMap) -> list[str]:
@@ -27,41 +27,42 @@ def bias_free_linear_modules(model, bias_map: BiasMap) -> list[str]:
     return [bias_map.modules[c] for c in bias_map.bias_free_linear_cells(model)]
 
 
-def adapter_kind(method: str, model, bias_map: BiasMap) -> str | None:
-    if method in ("lora", "prefix"):
-        return method
-    if method in NO_ADAPTER or not bias_free_linear_modules(model, bias_map):
+def adapter_of(method_name: str, model, bias_map: BiasMap) -> str | Adapter | None:
+    """The method's adapter (beft.method_table) for this model: added biases only where it has bias-free
+    projections; None where it gets none."""
+    adapter = method(method_name).adapter
+    if adapter == ADDED_BIASES and not bias_free_linear_modules(model, bias_map):
         return None
-    return "beft"
+    return adapter
 
 
-def add_adapter(model, kind: str | None, method_cfg, bias_map: BiasMap, seed: int = 0, init: bool = True):
-    """The model with the adapter of `kind` (None: unchanged). init=False skips the prefix's activation init
-    (for weightless skeletons)."""
-    from peft import BeftConfig, LoraConfig, PrefixTuningConfig, get_peft_model
+def adapter_name(adapter: str | Adapter | None) -> str | None:
+    return adapter.name if isinstance(adapter, Adapter) else adapter
 
-    if kind is None:
+
+def add_adapter(model, adapter: str | Adapter | None, method_cfg, bias_map: BiasMap, seed: int = 0,
+                init: bool = True):
+    """The model with `adapter` (None: unchanged). init=False skips an adapter's own initialisation from the
+    model's activations (for weightless skeletons)."""
+    from peft import BeftConfig, get_peft_model
+
+    if adapter is None:
         return model
-    if kind == "beft":
+    if adapter == ADDED_BIASES:
         config = BeftConfig(task_type="CAUSAL_LM", target_modules=bias_free_linear_modules(model, bias_map))
         with warnings.catch_warnings():  # "base layer has no bias": exactly why the bias is added
             warnings.filterwarnings("ignore", message=".*no bias.*")
             return get_peft_model(model, config)
-    if kind == "lora":
-        names = bias_map.family.peft_names
-        targets = sorted({names[t] for t in method_cfg.get("targets", ["q", "v"])})
-        config = LoraConfig(task_type="CAUSAL_LM", r=int(method_cfg.get("r", 8)),
-                            lora_alpha=int(method_cfg.get("alpha", 16)),
-                            lora_dropout=float(method_cfg.get("dropout", 0.0)), target_modules=targets)
-        return get_peft_model(model, config)
-    if kind == "prefix":
+    peft_model = get_peft_model(model, adapter.config(method_cfg, bias_map.family.peft_names))
+    if init and adapter.init is not None:
+        INITS[adapter.init](peft_model, method_cfg, seed)
+    return peft_model
+
+
+def _init_from_activations(peft_model, method_cfg, seed: int) -> None:
+    if method_cfg.get("init_by_real_act", True):
         n = int(method_cfg.get("num_virtual_tokens", 5))
-        peft_model = get_peft_model(model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n,
-                                                              prefix_projection=False))
-        if init and method_cfg.get("init_by_real_act", True):
-            init_prefix_from_activations(peft_model, n, torch.Generator().manual_seed(seed))
-        return peft_model
-    raise ValueError(f"unknown adapter {kind!r}; valid: {ADAPTERS}")
+        init_prefix_from_activations(peft_model, n, torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
@@ -87,3 +88,6 @@ def init_prefix_from_activations(peft_model, n_tokens: int, generator: torch.Gen
                          f"{tuple(weight.shape)}")
     embedding.copy_(weight.to(embedding.dtype))
     return ids
+
+
+INITS = {"activations": _init_from_activations}   # an Adapter's `init`, by name

@@ -14,7 +14,7 @@ import re
 import string
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 from beft.decoder.kv_cache import cache_of, with_cache
 
@@ -91,7 +91,7 @@ def choice_scores(sums: torch.Tensor, counts: torch.Tensor, batch: dict) -> torc
 
 
 def classification_loss(scores: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    return F.cross_entropy(scores, labels, reduction=reduction)
+    return functional.cross_entropy(scores, labels, reduction=reduction)
 
 
 def lm_loss(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,9 @@
       max_length: 2048         # capped at the model's context
       label_names, hub, local  # where the data comes from; absent: the task's own (encoder) entries
 
-Tasks without a decoder section have no prompted form; tasks with only one are decoder-only.
+Tasks without a decoder section have no prompted form; tasks with only one are decoder-only. The decoder's side
+of the spec builder (beft.config), beside the encoder's (beft/encoder/spec.py): the same three functions over
+the config's sections (validate, train_size, schedule), looked up by kind in beft.kinds.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from omegaconf import OmegaConf
 
 from beft.decoder.templates import get_template
 from beft.errors import BeftError, choices_error
+from beft.run_spec import plain
 
 REQUIRED = ("template", "loss", "metrics", "main_metric", "lr", "epochs", "batch_size", "grad_accum", "n_train",
             "n_eval")
@@ -37,20 +40,19 @@ def decoder_tasks() -> tuple[str, ...]:
                         if OmegaConf.load(p).get("decoder") is not None))
 
 
-def section(task_cfg) -> dict:
+def section(task) -> dict:
     """The task's decoder section as a plain dict, checked, with data entries inherited from the task."""
-    name = task_cfg.get("name")
-    if task_cfg.get("decoder") is None:
+    name = task.get("name")
+    if task.get("decoder") is None:
         raise BeftError(f"task {name} has no template for decoders (no decoder: section in conf/task/{name}.yaml); "
                         f"tasks with one: {', '.join(decoder_tasks())}")
-    spec = {**DEFAULTS, **OmegaConf.to_container(task_cfg.decoder, resolve=True), "name": name}
+    spec = {**DEFAULTS, **plain(task.decoder), "name": name}
     missing = [k for k in REQUIRED if k not in spec]
     if missing:
         raise BeftError(f"task {name}: decoder section lacks {', '.join(missing)}; it needs {', '.join(REQUIRED)}")
     for key in ("label_names", "hub", "local"):
         if key not in spec:
-            value = task_cfg.get(key)
-            spec[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+            spec[key] = plain(task.get(key))
     if not spec.get("hub"):
         raise BeftError(f"task {name}: decoder section needs hub: {{path, name, train, eval}} (and local: for files)")
     template = get_template(spec["template"])
@@ -67,38 +69,34 @@ def section(task_cfg) -> dict:
     return spec
 
 
-def validate(cfg) -> None:
+def validate(model, task, regime, method) -> None:
     """Checks of a decoder run: the task's prompted form, the regime and the method's own settings."""
-    section(cfg.task)
-    regime = cfg.regime
+    section(task)
     if regime.get("n") is None and regime.name not in ("low", "full"):
         raise BeftError(f"regime={regime.name} is defined for encoders only; decoder runs train on the task's "
                         f"decoder.n_train examples (1,000, PAPER.md §C.5): use regime=low (default), regime=full "
                         f"or regime.n=N")
-    if cfg.method.name == "head":
-        raise BeftError("method=head trains only a task head, and a decoder has none (the LM head stays frozen, "
-                        "PAPER.md §C.2): on a decoder it would silently be zero-shot; use method=zero_shot")
-    if cfg.method.name == "icl":
-        k = cfg.method.get("demonstrations")
+    if method.name == "icl":
+        k = method.get("demonstrations")
         if not isinstance(k, int) or k < 1:
             raise BeftError(f"method.demonstrations={k!r} must be a positive number of in-context examples")
 
 
-def train_size(cfg, spec: dict) -> tuple[int | None, bool]:
+def train_size(task, regime) -> tuple[int | None, bool]:
     """(training examples, exact): regime.n exactly, all for regime=full, else the task's n_train (all where
     fewer). ICL trains nothing but draws its demonstrations from these."""
-    if cfg.regime.get("n") is not None:
-        return int(cfg.regime.n), True
-    if cfg.regime.name == "full":
+    if regime.get("n") is not None:
+        return int(regime.n), True
+    if regime.name == "full":
         return None, False
-    return int(spec["n_train"]), False
+    return int(section(task)["n_train"]), False
 
 
-def schedule(cfg) -> dict:
+def schedule(model, task, method, trainer) -> dict:
     """lr, epochs, batch size, gradient accumulation and lr schedule of a decoder run (PAPER.md §C.3-C.4);
     trainer.lr / trainer.epochs and a method's lr (full: 1e-5) override the task's, as for encoders."""
-    spec, t = section(cfg.task), cfg.trainer
-    lr = t.lr if t.lr is not None else cfg.method.get("lr") or spec["lr"]
-    epochs = t.epochs if t.epochs is not None else spec["epochs"]
+    spec = section(task)
+    lr = trainer.lr if trainer.lr is not None else method.get("lr") or spec["lr"]
+    epochs = trainer.epochs if trainer.epochs is not None else spec["epochs"]
     return {"lr": float(lr), "epochs": int(epochs), "batch_size": int(spec["batch_size"]),
             "grad_accum": int(spec["grad_accum"]), "schedule": spec["schedule"]}

@@ -10,57 +10,56 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from transformers import set_seed
 
-from beft import config as C
 from beft.bias_map import BiasMap
-from beft.fingerprint import weights_identity
+from beft.fingerprint import model_identity
 from beft.data import load_prompted
-from beft.decoder import model as M
-from beft.decoder import scoring, spec as S
-from beft.decoder.peft_methods import add_adapter, adapter_kind
+from beft.decoder import model as causal_lm
+from beft.decoder import scoring, spec
+from beft.decoder.peft_methods import add_adapter, adapter_name, adapter_of
 from beft.decoder.prompts import (PromptCoder, PromptSet, context_report, demonstration_indices,
                                   with_demonstrations)
 from beft.decoder.templates import get_template
 from beft.errors import BeftError
 from beft.evaluate import autocast, to_device
-from beft.models import attention_dropout_identity, load_tokenizer
+from beft.method_table import Adapter
+from beft.models import load_tokenizer
 
 MAX_NEW_TOKENS = 50
 
 
 class DecoderWorkload:
     kind = "decoder"
+    peft_task_type = "CAUSAL_LM"
 
-    def __init__(self, cfg, device: torch.device | None = None):
-        self.cfg, self.spec = cfg, S.section(cfg.task)
+    def __init__(self, run):
+        """`run`: the RunSpec (beft.run_spec) the pipeline resolved from the config."""
+        self.run, self.spec = run, spec.section(run.task)
         self.template = get_template(self.spec["template"])
-        self.device = device or C.resolve_device(cfg.trainer.device)
-        self.precision = C.resolve_precision(cfg.trainer.precision, self.device)
-        self.method = cfg.method.name
-        raw = M.skeleton(cfg.model)
-        self.adapter = adapter_kind(self.method, raw, BiasMap(raw))
-        self.max_length = min(int(self.spec["max_length"]), M.context_length(raw.config))
-        self.coder = PromptCoder(load_tokenizer(cfg.model), self.max_length)
-        n_train, exact = S.train_size(cfg, self.spec)
-        self.data = load_prompted(self.spec, C.data_dir(cfg), n_train, int(self.spec["n_eval"]), int(cfg.seed),
-                                  exact)
+        self.device, self.precision = run.device, run.precision
+        self.method = run.method.name
+        raw = causal_lm.skeleton(run.model)
+        self.adapter = adapter_of(self.method, raw, BiasMap(raw))
+        self.max_length = min(int(self.spec["max_length"]), causal_lm.context_length(raw.config))
+        self.coder = PromptCoder(load_tokenizer(run.model), self.max_length)
+        self.data = load_prompted(self.spec, run.data_dir, run.train_size, int(self.spec["n_eval"]), run.seed,
+                                  run.exact_train_size)
         train = self._render(self.data.train, "train")
         self.train_set = self.coder.encode(train)
-        self.demonstrations = int(cfg.method.demonstrations) if self.method == "icl" else 0
+        self.demonstrations = int(run.method.demonstrations) if self.method == "icl" else 0
         self.eval_sets, self.prompting = {}, {}
         for split, rows in self.data.eval.items():
             prompted = self._render(rows, split)
             if self.demonstrations:
-                chosen = [demonstration_indices(len(train), self.demonstrations, int(cfg.seed), i)
+                chosen = [demonstration_indices(len(train), self.demonstrations, run.seed, i)
                           for i in range(len(prompted))]
                 shown = [with_demonstrations(p, [train[j] for j in picks]) for p, picks in zip(prompted, chosen)]
                 self.eval_sets[split] = self.coder.encode(shown)
                 self.prompting[split] = context_report(self.coder, prompted, train, chosen, self.eval_sets[split])
             else:
                 self.eval_sets[split] = self.coder.encode(prompted)
-        if cfg.trainer.eval_train:
+        if run.trainer.eval_train:
             self.eval_sets["train"] = self.train_set
         self.main_metric = f"{next(iter(self.data.eval))}/{self.spec['main_metric']}"
         self.source = self.data.source
@@ -73,38 +72,41 @@ class DecoderWorkload:
                             f"{self.spec['template']} template (fields: {', '.join(examples[0])})")
         return [self.template.render(ex) for ex in examples]
 
+    @property
+    def _in_kv_cache(self) -> bool:
+        """The adapter's virtual tokens sit in the key/value cache (prefix tuning)."""
+        return isinstance(self.adapter, Adapter) and self.adapter.in_kv_cache
+
     # ---- models ----------------------------------------------------------------------------------------
 
     def load_base(self, dtype: torch.dtype | None = None):
         """The pretrained causal LM without any adapter, on the workload's device."""
-        dtype = dtype or M.weights_dtype(self.device, self.precision, self.method)
-        model, source = M.load_causal_lm(self.cfg.model, dtype, self.cfg.trainer.attn_implementation)
+        dtype = dtype or causal_lm.weights_dtype(self.device, self.precision, self.method)
+        model, source = causal_lm.load_causal_lm(self.run.model, dtype, self.run.trainer.attn_implementation)
         return model.to(self.device), source
 
     def new_model(self):
         """The pretrained model with the method's adapter (seeded), trainable parts in fp32."""
-        set_seed(int(self.cfg.seed))
+        set_seed(self.run.seed)
         base, source = self.load_base()
-        model = add_adapter(base, self.adapter, self.cfg.method, BiasMap(base), seed=int(self.cfg.seed))
-        M.keep_trainable_fp32(model)
+        model = add_adapter(base, self.adapter, self.run.method, BiasMap(base), seed=self.run.seed)
+        causal_lm.keep_trainable_fp32(model)
         return model.to(self.device), source
 
     def bias_map(self) -> BiasMap:
         """Bias cells of the model as `new_model` builds it (added biases included), without loading weights."""
-        raw = M.skeleton(self.cfg.model)
-        return BiasMap(add_adapter(raw, self.adapter, self.cfg.method, BiasMap(raw), init=False))
+        raw = causal_lm.skeleton(self.run.model)
+        return BiasMap(add_adapter(raw, self.adapter, self.run.method, BiasMap(raw), init=False))
 
     def identity(self) -> dict:
-        m, method = self.cfg.model, self.cfg.method
         adapter = None
-        if self.adapter is not None:
-            adapter = {"kind": self.adapter, **{k: v for k, v in OmegaConf.to_container(method, resolve=True).items()
-                                                if self.adapter in ("lora", "prefix") and k != "name"}}
+        if self.adapter is not None:   # a PEFT-library adapter is configured by the method's settings
+            settings = self.run.method.to_dict() if isinstance(self.adapter, Adapter) else {}
+            adapter = {"kind": adapter_name(self.adapter), **{k: v for k, v in settings.items() if k != "name"}}
         source = {k: v for k, v in self.data.source.items() if k != "dir"}
-        return {"model": {**{k: m.get(k) for k in ("hub_id", "revision", "tiny", "weights_seed", "bias_std")},
-                          "weights": weights_identity(m), **attention_dropout_identity(m)},
-                "kind": "decoder", "adapter": adapter, "attn": self.cfg.trainer.attn_implementation,
-                "data": {"source": source, "n_train": len(self.train_set), "seed": int(self.cfg.seed),
+        return {"model": model_identity(self.run.model),
+                "kind": "decoder", "adapter": adapter, "attn": self.run.trainer.attn_implementation,
+                "data": {"source": source, "n_train": len(self.train_set), "seed": self.run.seed,
                          "eval": {k: len(v) for k, v in self.eval_sets.items()},
                          "template": self.spec["template"], "loss": self.spec["loss"],
                          "metrics": list(self.spec["metrics"]), "max_length": self.max_length,
@@ -141,7 +143,7 @@ class DecoderWorkload:
         was_training = model.training
         model.eval()
         total = 0.0
-        for batch in self.batches(data, self.cfg.trainer.eval_batch_size):
+        for batch in self.batches(data, self.run.trainer.eval_batch_size):
             with autocast(self.device, self.precision):
                 total += float(self.example_losses(model, to_device(batch, self.device)).sum())
         model.train(was_training)
@@ -161,7 +163,7 @@ class DecoderWorkload:
                                                       self.coder.pad).cpu().numpy()
         rest = PromptSet([data.items[i] for i in range(len(data)) if out[i] is None])
         index = [i for i in range(len(data)) if out[i] is None]
-        for chunk in self.coder.eval_chunks(rest, int(self.cfg.trainer.eval_batch_size)):
+        for chunk in self.coder.eval_chunks(rest, int(self.run.trainer.eval_batch_size)):
             batch = to_device(self.coder.collate([rest.items[i] for i in chunk], "all"), self.device)
             with autocast(self.device, self.precision):
                 scores = scoring.candidate_scores(model, batch).cpu().numpy()
@@ -173,18 +175,18 @@ class DecoderWorkload:
         """Score this item's candidates from one shared prompt pass: three or more candidates, some of several
         tokens, the prompt whole (not cut for any candidate) and no prefix adapter (it owns the key/value cache)."""
         longest = max(len(o) for o in item.options)
-        return (len(item.options) >= 3 and longest > 1 and self.adapter != "prefix"
+        return (len(item.options) >= 3 and longest > 1 and not self._in_kv_cache
                 and len(self.coder.bos) + len(item.prompt) + longest <= self.max_length)
 
     @torch.no_grad()
     def generate(self, model, data: PromptSet) -> list[str]:
         """Greedy answers (first line, stripped), in the split's order."""
         out = [None] * len(data)
-        for chunk in self.coder.eval_chunks(data, int(self.cfg.trainer.eval_batch_size), rows="gold"):
+        for chunk in self.coder.eval_chunks(data, int(self.run.trainer.eval_batch_size), rows="gold"):
             prompts = [self.coder.generation_prompt(data.items[i], MAX_NEW_TOKENS) for i in chunk]
             with autocast(self.device, self.precision):
                 tokens = scoring.greedy(model, prompts, MAX_NEW_TOKENS, self.coder.stop, self.coder.pad,
-                                        prefix_tuned=self.adapter == "prefix")
+                                        prefix_tuned=self._in_kv_cache)
             for i, ids in zip(chunk, tokens):
                 out[i] = self.coder.decode(ids).split("\n")[0].strip()
         return out

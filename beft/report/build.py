@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from beft.report import figures as F
+from beft.report import figures
 from beft.report import table_io
-from beft.report import tables as T
+from beft.report import tables
 from beft.report.costs import COST_NOTE, cost_table
 from beft.report.store import Store, read_store
 
@@ -32,14 +32,14 @@ class Report:
     figures: list[Path] = field(default_factory=list)
 
 
-# Experiments whose table has the paper's own layout; every other experiment gets T.main_table (arms as columns).
-LAYOUTS = {"table2": T.table2, "table4": T.table4}
+# Experiments whose table has the paper's own layout; every other one gets tables.main_table (arms as columns).
+LAYOUTS = {"table2": tables.table2, "table4": tables.table4}
 
 
 def make_tables(runs_dir: Path, paper_dir: Path, tables_dir: Path, figures_dir: Path,
                 with_figures: bool = True) -> Report:
     store = read_store(runs_dir)
-    paper = T.load_paper(paper_dir)
+    paper = tables.load_paper(paper_dir)
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
     _clear(tables_dir)
     if with_figures:
@@ -54,8 +54,8 @@ def make_tables(runs_dir: Path, paper_dir: Path, tables_dir: Path, figures_dir: 
         name = experiment or "runs"
         report.tables += _experiment_tables(name, ok, int((mine["status"] != "ok").sum()), paper, tables_dir)
         if with_figures:
-            report.figures += F.all_figures(store, ok, name, figures_dir)
-    fig1 = T.fig1_scores(store, paper_dir)
+            report.figures += figures.all_figures(store, ok, name, figures_dir)
+    fig1 = tables.fig1_scores(store, paper_dir)
     if fig1 is not None:
         columns, rows, data, notes = fig1
         report.tables += table_io.write(tables_dir, "fig1_scores", "Fig. 1: type scores, notebook vs ours",
@@ -68,33 +68,33 @@ def make_tables(runs_dir: Path, paper_dir: Path, tables_dir: Path, figures_dir: 
 
 
 def _experiment_tables(name: str, ok: pd.DataFrame, failed: int, paper: pd.DataFrame, out: Path) -> list[Path]:
-    title = T.TITLES.get(name, f"Experiment {name}")
+    title = tables.TITLES.get(name, f"Experiment {name}")
     layout = LAYOUTS.get(name)
-    columns, rows, data, notes = layout(ok, paper) if layout else T.main_table(name, ok, paper)
+    columns, rows, data, notes = layout(ok, paper) if layout else tables.main_table(name, ok, paper)
     if name.startswith("table"):
-        notes = notes + T.unplaced_notes(paper, set(ok["task"]))
+        notes = notes + tables.unplaced_notes(paper, set(ok["task"]))
     if "minilm" in set(ok["model"]) and NLI_TASKS & set(ok["task"]):
-        notes.append(T.NLI_NOTE)
+        notes.append(tables.NLI_NOTE)
     if failed:
         notes.append(f"{failed} failed run(s) are not in this table: see summary.md.")
     paths = []
-    p_columns, p_rows, p_data = T.paired_table(ok)
+    p_columns, p_rows, p_data = tables.paired_table(ok)
     extra = ""
     if p_rows:
-        extra = (f"## Paired comparisons\n\n{table_io.markdown(p_columns, p_rows)}\n- {T.PAIRED_NOTE}\n")
+        extra = (f"## Paired comparisons\n\n{table_io.markdown(p_columns, p_rows)}\n- {tables.PAIRED_NOTE}\n")
         paths += table_io.write(out, f"{name}_paired", f"{title}: paired comparisons", p_columns, p_rows,
-                                [T.PAIRED_NOTE], p_data)
+                                [tables.PAIRED_NOTE], p_data)
     s_data = pd.DataFrame()
     if ok["is_selection"].any():
-        s_columns, s_rows, s_data = T.selection_table(ok)
-        extra += (f"\n## Selection\n\n{table_io.markdown(s_columns, s_rows)}\n- {T.SELECTION_NOTE}\n")
+        s_columns, s_rows, s_data = tables.selection_table(ok)
+        extra += (f"\n## Selection\n\n{table_io.markdown(s_columns, s_rows)}\n- {tables.SELECTION_NOTE}\n")
         paths += table_io.write(out, f"{name}_selection", f"{title}: selection", s_columns, s_rows,
-                                [T.SELECTION_NOTE], s_data)
-    t_columns, t_rows, t_data = T.totals_table(p_data, s_data)
+                                [tables.SELECTION_NOTE], s_data)
+    t_columns, t_rows, t_data = tables.totals_table(p_data, s_data)
     if t_rows:
-        extra += (f"\n## Across rows\n\n{table_io.markdown(t_columns, t_rows)}\n- {T.TOTALS_NOTE}\n")
+        extra += (f"\n## Across rows\n\n{table_io.markdown(t_columns, t_rows)}\n- {tables.TOTALS_NOTE}\n")
         paths += table_io.write(out, f"{name}_totals", f"{title}: across rows", t_columns, t_rows,
-                                [T.TOTALS_NOTE], t_data)
+                                [tables.TOTALS_NOTE], t_data)
     c_columns, c_rows, c_data = cost_table(ok)
     paths += table_io.write(out, f"{name}_cost", f"{title}: cost per run", c_columns, c_rows, [COST_NOTE], c_data)
     return table_io.write(out, name, title, columns, rows, notes, data, extra) + paths

@@ -21,6 +21,7 @@ import pandas as pd
 from beft.bias_map import PAPER_LABELS, TYPES
 from beft.fingerprint import digest
 from beft.files import read_bytes
+from beft.method_table import METHODS, SELECTION_METHODS, TYPE_ORDER, arms
 from beft.record import MAX_RECORD_BYTES, RECORD   # the run program names the record file; the report reads it
 from beft.record_check import STATUSES, distrust
 
@@ -34,20 +35,21 @@ MODELS = ["bert-base-cased", "bert-large-cased", "roberta-base", "minilm", "opt-
 TASKS = ["cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "cb", "wic", "boolq", "copa", "wsc",
          "multirc", "record", "squad", "drop"]
 REGIMES = ["low", "medium", "high", "full"]
-# Display order of the selection methods the paper and beft define; whether a run is a selection run is read
-# from its record (is_selection), so a new selection method needs no entry here.
-SELECTION_METHODS = ["beft", "magnitude", "fisher", "causal", "random"]
-FIXED_ORDER = ["v", "q", "k", "o", "fc1", "fc2", "ln1", "ln2"]   # the paper's question first: b_v, b_q, b_k
+# Display order of the selection methods the paper and beft define (beft.method_table); whether a run is a
+# selection run is read from its record (is_selection), so a new selection method needs no entry there.
+SELECTION_METHODS = list(SELECTION_METHODS)
+FIXED_ORDER = list(TYPE_ORDER)   # the paper's question first: b_v, b_q, b_k
 # Structured updates of a bias (Table 4): arm `<method>-<types>[-authors]`, e.g. lora_bias-v.
-BIAS_UPDATES = {"lora_bias": "LoRA", "dora_bias": "DoRA", "vera_bias": "VeRA", "vera1d_bias": "VeRA1D"}
-ARMS = ([f"fixed-{t}" for t in FIXED_ORDER]
-        + [f"{m}-{t}{a}" for m in BIAS_UPDATES for a in ("", "-authors") for t in FIXED_ORDER] + SELECTION_METHODS
-        + ["bitfit", "rand_uniform", "rand_uniform-bitfit", "full", "head", "lora", "prefix", "icl", "zero_shot"])
-ARM_NAMES = {**{f"fixed-{t}": PAPER_LABELS[t] for t in TYPES}, "beft": "beft (select)",
-             "magnitude": "magnitude (select)", "fisher": "fisher (select)", "causal": "causal (select)",
-             "random": "random (select)", "bitfit": "all biases", "rand_uniform": "rand. uniform (b_v size)",
-             "rand_uniform-bitfit": "rand. uniform (all-bias size)", "full": "full FT", "head": "head only",
-             "lora": "LoRA", "prefix": "prefix", "icl": "ICL", "zero_shot": "zero-shot"}
+BIAS_UPDATES = {name: entry.title for name, entry in METHODS.items() if entry.scope == "bias_updates"}
+
+
+def arm_titles() -> dict[str, str]:
+    """Every arm the method table defines, in its order, with its name in tables ("": arm_name composes it)."""
+    return {arm: title for name in METHODS for arm, title in arms(name).items()}
+
+
+def arm_order() -> list[str]:
+    return list(arm_titles())
 
 
 def selection_arms(ok: pd.DataFrame) -> list[str]:
@@ -94,13 +96,13 @@ def _types_label(types: str) -> str:
 
 
 def arm_name(arm: str) -> str:
-    if arm.startswith("fixed-") and "+" in arm:
+    if arm.startswith("fixed-") and ("+" in arm or fixed_type(arm)):
         return _types_label(arm[len("fixed-"):])
     update = bias_update_arm(arm)
     if update:
         method, types, authors = update
         return f"{BIAS_UPDATES[method]} on {_types_label(types)}" + _authors_suffix(authors)
-    return ARM_NAMES.get(arm, arm)
+    return arm_titles().get(arm) or arm
 
 
 @dataclass
@@ -219,6 +221,6 @@ def _one_per_cell(runs: pd.DataFrame) -> pd.DataFrame:
 
 def sort_runs(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Sort rows by model, task, regime, arm in the paper's order (other columns alphabetically)."""
-    orders = {"model": MODELS, "task": TASKS, "regime": REGIMES, "arm": ARMS}
+    orders = {"model": MODELS, "task": TASKS, "regime": REGIMES, "arm": arm_order()}
     keys = {c: (lambda s, c=c: s.map(lambda v: order_key(v, orders[c]))) for c in by if c in orders}
     return frame.sort_values(by, key=lambda s: keys[s.name](s) if s.name in keys else s).reset_index(drop=True)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from beft.bias_map import PAPER_LABELS, TYPES
 from beft.report import stats, table_io
-from beft.report.store import (ARMS, BIAS_UPDATES, FIXED_ORDER, Store, arm_name, bias_update_arm, fixed_type,
+from beft.report.store import (BIAS_UPDATES, FIXED_ORDER, Store, arm_name, arm_order, bias_update_arm, fixed_type,
                                order_key, selection_arms, sort_runs, update_arm, update_form_name)
 from beft.report.table_io import DASH
 
@@ -87,7 +87,8 @@ def _row_blocks(ok: pd.DataFrame):
 
 
 def _arms(ok: pd.DataFrame) -> list[str]:
-    return sorted(ok["arm"].unique(), key=lambda a: order_key(a, ARMS))
+    order = arm_order()
+    return sorted(ok["arm"].unique(), key=lambda a: order_key(a, order))
 
 
 def _label_row(key: dict, runs: pd.DataFrame, show_variant: bool) -> list[str]:
