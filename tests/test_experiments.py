@@ -138,7 +138,8 @@ def test_every_committed_results_folder_has_the_experiments_that_write_it():
     missing = sorted(set(committed()) - set(folders()))
     assert not missing, f"results/runs/{missing[0]} has records but no conf/experiment/*.yaml writes there"
     assert sorted(folders()["decoder-local"]) == ["decoder-local", "decoder-local-long", "decoder-local-qwen",
-                                                  "decoder-local-qwen-squad", "decoder-local-squad"]
+                                                  "decoder-local-qwen-squad", "decoder-local-squad",
+                                                  "why-bv-smollm2"]   # its b_v arm is decoder-local's
 
 
 @pytest.mark.parametrize("folder", sorted({path.parent.parent.name for path in RUNS.glob("*/*/result.json")}))

@@ -168,9 +168,9 @@ def test_budgets(make_cfg):
 ])
 def test_bad_budgets_and_probes(make_cfg, overrides, needle):
     cfg = make_cfg(*QUICK, "task=sst2", "method=beft", *overrides)
-    workload = EncoderWorkload(config.resolve(cfg))
-    with pytest.raises(BeftError) as err:
-        select(cfg.method, cfg.budget, workload, config.resolve(cfg).settings, Cache(None))
+    with pytest.raises(BeftError) as err:   # from the config's checks, or (what they cannot see) the selection
+        spec = config.resolve(cfg)
+        select(cfg.method, cfg.budget, EncoderWorkload(spec), spec.settings, Cache(None))
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 

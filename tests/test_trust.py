@@ -155,9 +155,10 @@ def cli(tmp_path, *args):
                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
 
 
-# Checked before anything runs (TMP: this test's folder, so an absolute name would land in it).
+# Checked before anything runs (TMP: this test's folder, so an absolute name would land in it); a term that is
+# not a plain name is an unknown term, refused as such.
 ONE_LINE = {"model.name=../../escaped": "model.name='../../escaped'", "model.name=TMP/escaped": "model.name='TMP/",
-            "task.name=..": "task.name='..'", "method.terms=[v/../x]": "method.terms[0]='v/../x'",
+            "task.name=..": "task.name='..'", "method.terms=[v/../x]": "'v/../x'",
             "out_dir=": "out_dir is empty", "lock_timeout=5": "lock_timeout=5"}
 
 

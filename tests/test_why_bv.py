@@ -368,7 +368,8 @@ def test_the_why_bv_jobs_with_the_checkpoints_dropout_keep_their_keys(data_dir):
         assert record_key(cfg, fingerprint) == record_key(without_new_knobs(plain), fingerprint)
 
 
-def test_the_smollm2_b_v_arm_is_found_among_the_committed_decoder_records(data_dir):
+def test_the_smollm2_b_v_arm_is_found_among_the_committed_decoder_records(real_data_dir):
+    data_dir = real_data_dir   # the records were made on the real files: their hashes are in the keys
     """why-bv-smollm2 writes beside decoder-local with its settings, so its added-b_v jobs are the committed ones
     (skipped, not rerun) and only the added-b_o jobs run."""
     squad = [["experiment=why-bv-smollm2", "task=squad", "task.decoder.n_eval=200", "method=fixed-v", f"seed={seed}"]
