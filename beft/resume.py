@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from beft import fingerprint as F
+from beft import fingerprint
 from beft.record import RECORD, legacy_keys, read_record, record_key
 
 
@@ -48,13 +48,13 @@ class DoneRecords:
         if cfg.get("force"):
             return None
         out_dir = Path(str(cfg.out_dir))
-        fingerprint = F.of_run(cfg.model, cfg.task, data_dir(cfg))
-        mine = self._ok(out_dir, record_key(cfg, fingerprint), lambda record: True)
+        prints = fingerprint.of_run(cfg.model, cfg.task, data_dir(cfg))
+        mine = self._ok(out_dir, record_key(cfg, prints), lambda record: True)
         if mine is not None:
             return mine
         for old_key in legacy_keys(cfg):
             old = self._ok(out_dir, old_key,
-                           lambda record: not record.get("fingerprint") and F.of_record(record) == fingerprint)
+                           lambda record: not record.get("fingerprint") and fingerprint.of_record(record) == prints)
             if old is not None:
                 return old
         return None

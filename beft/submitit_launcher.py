@@ -221,15 +221,15 @@ class SubmitHost:
         if job.cfg is None:
             return job.label, reason
         # The pipeline's names import torch: only here, when a job was lost.
-        from beft import fingerprint as F
+        from beft import fingerprint
         from beft.config import to_plain
         from beft.pipeline import method_label, run_id
         from beft.record import record_key
         from beft.selection import SELECTORS
 
         cfg = job.cfg
-        fingerprint = F.of_run(cfg.model, cfg.task, data_dir(cfg))
-        key = record_key(cfg, fingerprint)
+        prints = fingerprint.of_run(cfg.model, cfg.task, data_dir(cfg))
+        key = record_key(cfg, prints)
         path = Path(str(cfg.out_dir)) / run_id(cfg, key) / RECORD
         record = read_record(path)
         if record and record.get("key") == key and record.get("status") == "ok":
@@ -241,7 +241,7 @@ class SubmitHost:
             record = {"key": key, "run_id": path.parent.name, "method_label": method_label(cfg),
                       "selection_run": cfg.method.name in SELECTORS,
                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      "config": to_plain(cfg), "fingerprint": fingerprint, "notes": []}
+                      "config": to_plain(cfg), "fingerprint": prints, "notes": []}
         record.update(status="failed", error=f"SLURM job {job.slurm_id} ended {state} without a result"
                       + (f" ({reason})" if reason else "") + f"; log: {job.log}",
                       slurm={"job_id": job.slurm_id, "state": state, "log": job.log})

@@ -34,7 +34,7 @@ def merge(run_dir: Path, name: str, check: bool, data_dir: str | None) -> int:
     from beft.errors import BeftError
     from beft.record import RECORD, read_record
     from beft.value_bias import merge_value_adapter
-    from beft import config as C
+    from beft import config
     from beft.kinds import make_workload
 
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", "..", "adapter"):
@@ -47,7 +47,7 @@ def merge(run_dir: Path, name: str, check: bool, data_dir: str | None) -> int:
     cfg = OmegaConf.create(record["config"])
     if data_dir:
         cfg.data_dir = data_dir
-    workload = make_workload(C.resolve(cfg))
+    workload = make_workload(config.resolve(cfg))
     summary = merge_value_adapter(pretrained(workload), run_dir / "adapter", run_dir / name)
     print(f"wrote {run_dir / name}: b_v of layers {summary['merged_layers']} moved into b_o "
           f"({summary['target_modules']} bias vectors, {summary['params']:,} parameters with the head)")

