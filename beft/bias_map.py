@@ -26,7 +26,7 @@ class Family:
     head: tuple[str, ...] = ()       # regexes over parameter names: the task head, trained with every method
     new_head: str = "classifier"     # the module an encoder's checkpoint lacks: initialised under each run's seed
     # True where keys get no positional rotation: then b_k only shifts every attention logit of a query by the
-    # same amount, softmax cancels it, and its gradient is exactly zero (PAPER.md §A.6). Rotary models rotate
+    # same amount, softmax cancels it, and its gradient is exactly zero (docs/paper.md §A.6). Rotary models rotate
     # b_k per position, so an added b_k does change attention there.
     key_bias_inert: bool = True
     peft_names: dict[str, str] = field(default_factory=dict)  # type -> module name PEFT target_modules uses
@@ -50,7 +50,7 @@ def _peft(modules: dict[str, str]) -> dict[str, str]:
 
 
 FAMILIES: dict[str, Family] = {
-    # BERT: the authors train the pooler bias with every bias subset (PAPER.md §B.5), so it counts as head here.
+    # BERT: the authors train the pooler bias with every bias subset (docs/paper.md §B.5), so it counts as head here.
     "bert": Family("encoder.layer", _BERT, head=(r"^classifier\.", r"(^|\.)pooler\.dense\.bias$"),
                    peft_names={"q": "query", "k": "key", "v": "value"}),
     "roberta": Family("encoder.layer", _BERT, head=(r"^classifier\.",),
@@ -130,7 +130,7 @@ class BiasMap:
 
     def bias_free_linear_cells(self, model: nn.Module) -> list[Cell]:
         """Mapped Linear projections without a bias of their own, in (layer, type) order: where an additive bias
-        goes (PAPER.md §C.9). Only for models whose attention projections have no bias (LLaMA; GPT-J, whose MLP
+        goes (docs/paper.md §C.9). Only for models whose attention projections have no bias (LLaMA; GPT-J, whose MLP
         keeps its own): a model with its own b_q / b_k / b_v (OPT, Qwen2) keeps exactly the biases it was trained
         with, so its "all biases" and its selection candidates are the paper's."""
         if any(self._has_bias[c] for c in self.modules if c[1] in ("q", "k", "v")):

@@ -9,7 +9,7 @@ from beft.errors import choices_error
 
 TYPES = ("q", "k", "v", "o", "fc1", "fc2", "ln1", "ln2")
 
-# The paper's labels (PAPER.md §A.0); plots and tables use these.
+# The paper's labels (docs/paper.md §A.0); plots and tables use these.
 PAPER_LABELS = {"q": "b_q", "k": "b_k", "v": "b_v", "o": "b_m1", "fc1": "b_m2", "fc2": "b_m3",
                 "ln1": "b_LN1", "ln2": "b_LN2"}
 TEX_LABELS = {"q": r"$\mathbf{b}_{q}$", "k": r"$\mathbf{b}_{k}$", "v": r"$\mathbf{b}_{v}$",

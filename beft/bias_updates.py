@@ -1,4 +1,4 @@
-"""Train a bias vector through a structured update (the paper's Table 4, PAPER.md §D): b = b_0 + Δb, b_0 frozen.
+"""Train a bias vector through a structured update (the paper's Table 4, docs/paper.md §D): b = b_0 + Δb, b_0 frozen.
 
 Δb is read off an m × n matrix, m·n = the bias width (row-major `vec`); by default (m, n) is the most square
 factorisation with m >= n (768 -> 32 × 24, the authors' hard-coded shape; 384 -> 24 × 16), or `method.shape`.
@@ -11,7 +11,7 @@ With rank r and scale s = alpha / r:
     vera1d  Δb = s · σ · 1                   σ ∈ R = 0                                            1
 
 Each form starts at Δb = 0 (b = b_0: the model's outputs are the pre-trained model's), as its method defines.
-`method.authors=true` gives the authors' code instead (PAPER.md §D.2-D.4): VeRA's d and β Kaiming-uniform and
+`method.authors=true` gives the authors' code instead (docs/paper.md §D.2-D.4): VeRA's d and β Kaiming-uniform and
 VeRA1D's σ = 1 (so Δb ≠ 0 at the start), and DoRA's b = b_0 + s·μ·normalise(vec(B A) + b_0), which counts b_0
 twice. Only LoRA ran in the authors' Table 4 code; the others are defined there but inactive.
 

@@ -110,7 +110,7 @@ METHODS: dict[str, Method] = {
                                               f"{name}-bitfit": "rand. uniform (all-bias size)"}),
     "full": Method("all", "full FT", adapter=None),
     "head": Method("head", "head only", kinds=("encoder",), adapter=None,
-                   refusal="trains only a task head, and a decoder has none (the LM head stays frozen, PAPER.md "
+                   refusal="trains only a task head, and a decoder has none (the LM head stays frozen, docs/paper.md "
                            "§C.2): on a decoder it would silently be zero-shot; use method=zero_shot"),
     "lora": Method("adapter", "LoRA", kinds=DECODER, adapter=Adapter("lora", _lora)),
     "prefix": Method("adapter", "prefix", kinds=DECODER,

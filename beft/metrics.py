@@ -1,4 +1,4 @@
-"""Task metrics from scikit-learn and scipy, as the paper reports them (PAPER.md §B.1). Values are fractions."""
+"""Task metrics from scikit-learn and scipy, as the paper reports them (docs/paper.md §B.1). Values are fractions."""
 from __future__ import annotations
 
 import numpy as np

@@ -9,7 +9,7 @@ A record is trusted only if it is what it says it is:
 - its status and its fields agree: an ok record has a finite main metric and a trainable count, and no error;
   a failed or interrupted one says its error.
 What no check can see is a metric edited by someone who leaves the rest alone (the key covers what determines a
-number, not the number); README "Trust and safety" says what that means for a shared disk.
+number, not the number); docs/records.md ("Trust") says what that means for a shared disk.
 """
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ def random_positions(model: nn.Module, bias_map: BiasMap, scope: Scope) -> dict[
     """{parameter name: flat indices} over the backbone (task head excluded): exactly `scope.num_params`
     positions, drawn uniformly without replacement under `scope.seed`. Parameters with none are left out.
 
-    The authors draw per tensor with replacement (slightly fewer unique positions, PAPER.md §B.5); here the
+    The authors draw per tensor with replacement (slightly fewer unique positions, docs/paper.md §B.5); here the
     count is exact, so the comparison with a bias budget is at exactly equal size.
     """
     head = set(bias_map.head_param_names(model))
@@ -139,7 +139,7 @@ class InertKeyBiases:
     """Zero the gradient of b_k where it is mathematically zero, and measure the round-off that is dropped.
 
     Without positional rotation, b_k adds q_i . b_k to every logit of query i alike; softmax is shift-invariant,
-    so dL/db_k = 0 exactly (PAPER.md §A.6). Autograd returns float round-off (~1e-10) instead, which Adam's
+    so dL/db_k = 0 exactly (docs/paper.md §A.6). Autograd returns float round-off (~1e-10) instead, which Adam's
     normalisation would turn into a slow random walk. Zeroing it makes b_k stay exactly at its pre-trained
     value, as the mathematics says, and the record states that a b_k-only run trains only the head.
     """

@@ -21,7 +21,7 @@ class Kind:
     task_form: str | None     # the task config's section holding this kind's own form of the task, if any
 
 
-# The authors' encoder code evaluates after every epoch; their decoder code once after training (PAPER.md §C.5).
+# The authors' encoder code evaluates after every epoch; their decoder code once after training (docs/paper.md §C.5).
 # A decoder reads a task through its `decoder:` section (beft/decoder/spec.py), whose data entries stand over
 # the task's own.
 KINDS = {"encoder": Kind(eval_every_epoch=True, task_form=None),

@@ -61,7 +61,7 @@ def load_task(task_cfg, data_dir: str | None, n_train: int | None, seed: int) ->
 
 def load_prompted(spec: dict, data_dir: str | None, n_train: int | None, n_eval: int | None, seed: int,
                   exact: bool = False) -> TaskData:
-    """The examples of a task's prompted (decoder) form, PAPER.md §C.5: `spec` has name, label_names (the hub's
+    """The examples of a task's prompted (decoder) form, docs/paper.md §C.5: `spec` has name, label_names (the hub's
     class order, or [] where examples carry their answers), hub, and local (null: the task is read from the hub
     even when a data_dir is given). n_train / n_eval examples are drawn by seed, all of a split where it has fewer;
     exact=True makes a larger n_train an error (an explicit regime.n)."""

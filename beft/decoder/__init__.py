@@ -1,4 +1,4 @@
-"""Decoders (causal LMs) on prompted tasks, PAPER.md §C: templates, candidate scoring, greedy generation, PEFT
+"""Decoders (causal LMs) on prompted tasks, docs/paper.md §C: templates, candidate scoring, greedy generation, PEFT
 baselines (LoRA, prefix), added biases for bias-free models, and `DecoderWorkload`, which the pipeline uses
 exactly as it uses `EncoderWorkload`."""
 

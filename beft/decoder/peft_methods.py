@@ -1,4 +1,4 @@
-"""PEFT adapters a decoder run puts on its model: added biases, LoRA, prefix tuning (PAPER.md §C.8, §C.9).
+"""PEFT adapters a decoder run puts on its model: added biases, LoRA, prefix tuning (docs/paper.md §C.8, §C.9).
 
 Which adapter a method gets is its entry in beft.method_table (a PEFT-library adapter is configured there, from
 the method's section); this module puts it on the model.

@@ -164,7 +164,7 @@ def single_token(item: Item) -> bool:
 
 
 def with_demonstrations(prompted: Prompted, demos: list[Prompted]) -> Prompted:
-    """In-context learning: solved examples, then the question, separated by blank lines (PAPER.md §C.6)."""
+    """In-context learning: solved examples, then the question, separated by blank lines (docs/paper.md §C.6)."""
     context = "\n\n".join([d.demonstration() for d in demos] + [prompted.prompt])
     return Prompted(context, prompted.candidates, prompted.gold, prompted.answers)
 

@@ -1,4 +1,4 @@
-"""Scoring a causal LM on prompted tasks (PAPER.md §C.7).
+"""Scoring a causal LM on prompted tasks (docs/paper.md §C.7).
 
 - Candidates: the mean log-probability of a candidate's tokens given the prompt (length-normalised); the
   prediction is the best-scoring candidate.

@@ -5,7 +5,7 @@
       loss: classification     # classification (CE over candidate log-likelihoods) | lm (gold tokens only)
       metrics: [accuracy]      # choice templates: accuracy; generation templates: f1, em
       main_metric: accuracy
-      lr, epochs, batch_size, grad_accum, schedule   # PAPER.md §C.3, §C.4
+      lr, epochs, batch_size, grad_accum, schedule   # docs/paper.md §C.3, §C.4
       n_train: 1000            # drawn by seed (all where fewer)
       n_eval: 1000             # drawn by seed from the validation split (all where fewer)
       max_length: 2048         # capped at the model's context
@@ -74,7 +74,7 @@ def validate(model, task, regime, method) -> None:
     section(task)
     if regime.get("n") is None and regime.name not in ("low", "full"):
         raise BeftError(f"regime={regime.name} is defined for encoders only; decoder runs train on the task's "
-                        f"decoder.n_train examples (1,000, PAPER.md §C.5): use regime=low (default), regime=full "
+                        f"decoder.n_train examples (1,000, docs/paper.md §C.5): use regime=low (default), regime=full "
                         f"or regime.n=N")
     if method.name == "icl":
         k = method.get("demonstrations")
@@ -93,7 +93,7 @@ def train_size(task, regime) -> tuple[int | None, bool]:
 
 
 def schedule(model, task, method, trainer) -> dict:
-    """lr, epochs, batch size, gradient accumulation and lr schedule of a decoder run (PAPER.md §C.3-C.4);
+    """lr, epochs, batch size, gradient accumulation and lr schedule of a decoder run (docs/paper.md §C.3-C.4);
     trainer.lr / trainer.epochs and a method's lr (full: 1e-5) override the task's, as for encoders."""
     spec = section(task)
     lr = trainer.lr if trainer.lr is not None else method.get("lr") or spec["lr"]

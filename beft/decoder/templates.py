@@ -1,4 +1,4 @@
-"""Prompt templates of the decoder tasks (PAPER.md §C.6), one small function per task.
+"""Prompt templates of the decoder tasks (docs/paper.md §C.6), one small function per task.
 
 A template turns one example (hub field names) into a `Prompted`: the prompt, the candidate texts that follow
 it, and which candidates are correct. Generation tasks (SQuAD, DROP) give their gold answers, and the one

@@ -2,7 +2,7 @@
 
 Training, selection and the pipeline see only the workload interface (beft/workload.py), so every method that
 works on encoders works here: batches are (prompt + candidate) rows, `loss` is the cross-entropy over the
-candidates' mean log-likelihoods or the LM loss on the gold tokens (per task, PAPER.md §C.3), and `evaluate`
+candidates' mean log-likelihoods or the LM loss on the gold tokens (per task, docs/paper.md §C.3), and `evaluate`
 is accuracy over candidates or greedy-decoding F1 / exact match (§C.7). The model carries the method's adapter
 (added biases on bias-free projections, LoRA, prefix); there is no task head, the LM head stays frozen.
 """

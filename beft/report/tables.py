@@ -39,7 +39,7 @@ TITLES = {
 CELL_NOTE = ("Cells: validation metric ×100 at the final epoch, mean ± std over seeds (number of seeds); "
              "— where nothing was measured.")
 PAPER_NOTE = ("paper: the paper's number where one is known (results/paper/, with its source tag); — where "
-              "unknown. The paper's own tables were not available (PAPER.md §0.2): no number is filled in.")
+              "unknown. The paper's own tables were not available (docs/paper.md §0.2): no number is filled in.")
 NLI_NOTE = ("MiniLM (all-MiniLM-L6-v2) was fine-tuned on sentence pairs that include SNLI, MultiNLI and QQP: "
             "keep that in mind for its entailment and paraphrase results.")
 
@@ -187,7 +187,7 @@ def table4(ok: pd.DataFrame, paper: pd.DataFrame):
     notes = [CELL_NOTE, "params: trainable parameters, task head included (BERT: classifier + pooler bias). A "
              "structured update of a bias trains its own factors (LoRA: r·(m + n) per bias, the bias read off an "
              "m × n matrix) while the bias itself stays frozen; after training it is merged into a plain bias.",
-             "The paper's Table 4 numbers were not available (PAPER.md §0.2): no paper column is filled in."]
+             "The paper's Table 4 numbers were not available (docs/paper.md §0.2): no paper column is filled in."]
     return columns, rows, pd.DataFrame(data), notes
 
 
@@ -329,7 +329,7 @@ def fig1_scores(store: Store, paper_dir: Path):
             data.append({"model": model, "task": task, "n_train": n_train, "method": method, "type": r["type"],
                          "paper": r["avg_score"], "ours_mean": _mean(mine), "ours_n": len(mine)})
     columns = ["model", "task", "n_train", "score", "bias", "paper (Avg.)", "ours (mean over seeds)"]
-    notes = ["The Avg. column of the heat maps in the authors' notebook (PAPER.md §A.5, seed 0) beside our type "
+    notes = ["The Avg. column of the heat maps in the authors' notebook (docs/paper.md §A.5, seed 0) beside our type "
              "scores (mean over layers) for runs of the same model, task and training size, any experiment.",
              *sorted({f"[{t}] {s}" for t, s in zip(ref["tag"], ref["source"])})]
     return columns, rows, pd.DataFrame(data), notes

@@ -1,4 +1,4 @@
-"""Empirical Fisher information at the pre-trained weights (PAPER.md §A.2), no probe needed.
+"""Empirical Fisher information at the pre-trained weights (docs/paper.md §A.2), no probe needed.
 
 Batch form (the authors'): a fresh head, eval mode (no dropout), mini-batches of `method.batch_size` (8) in a
 seeded random order; per batch the mean loss's gradient is clipped to global norm `method.clip` (1.0) over all

@@ -1,4 +1,4 @@
-"""Magnitude (BitFit's "amount of change", PAPER.md §A.1): s(b) = mean_i |b_probe[i] - b_0[i]|."""
+"""Magnitude (BitFit's "amount of change", docs/paper.md §A.1): s(b) = mean_i |b_probe[i] - b_0[i]|."""
 from __future__ import annotations
 
 NEEDS_PROBE = True

@@ -1,4 +1,4 @@
-"""The paper's own score (`method=beft`, PAPER.md §A.3): project the shorter of b_0, b_f on the longer one.
+"""The paper's own score (`method=beft`, docs/paper.md §A.3): project the shorter of b_0, b_f on the longer one.
 
     s(b) = 1 - <b_f, b_0> / max(|b_f|, |b_0|)^2  =  1 - cos(a) * min(|b_f|, |b_0|) / max(|b_f|, |b_0|)
 
