@@ -70,7 +70,8 @@ def fixed(overrides: list[str]) -> list[str]:
 def sweep_params(overrides: list[str], config_name: str = "config") -> tuple[str, dict]:
     """The sweep's out_dir and hydra.sweeper.params (its experiment's, and those of the experiments it builds on)."""
     cfg = _compose(config_name, fixed(overrides), hydra_node=True)
-    return str(cfg.out_dir), OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {})
+    params = cfg.hydra.sweeper.get("params")
+    return str(cfg.out_dir), OmegaConf.to_container(params) if params else {}
 
 
 def job_overrides(overrides: list[str], config_name: str = "config") -> list[list[str]]:
