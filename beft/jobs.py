@@ -36,6 +36,7 @@ class Job:
     num: int                   # hydra.job.num
     overrides: list[str]       # the job's overrides, as Hydra's sweeper hands them to the job
     config: object             # its composed config (a DictConfig, without the hydra node)
+    whole: bool = False        # composed whole, not by the shortcut (which a sweep of experiments cannot take)
 
 
 @dataclass
@@ -134,7 +135,7 @@ def _apply(overrides, cfg) -> None:
 
 
 def _whole(jobs: list[list[str]], config_name: str) -> list[Job]:
-    return [Job(num, job, _compose(config_name, job)) for num, job in enumerate(jobs)]
+    return [Job(num, job, _compose(config_name, job), whole=True) for num, job in enumerate(jobs)]
 
 
 def _plain(cfg) -> dict:
