@@ -107,7 +107,7 @@ def report(overrides: list[str], found, out_dir: str, data: str | None) -> list[
         elif table:
             cost = f"cost unknown: no cost table {where} (make tables writes it from the records)"
         else:
-            cost = f"cost unknown: {out_dir} is not a folder of {RUNS.relative_to(REPO)}, which the cost tables cover"
+            cost = f"cost unknown: {out_dir} is not a folder of results/runs, which the cost tables cover"
         lines.append(f"to run (failed, invalid and missing: the sweep reruns all three): {left} jobs; {cost}")
         lines.append(f"resume with: python run.py -m {' '.join(overrides)}")
     return lines
