@@ -82,8 +82,8 @@ def job_overrides(overrides: list[str], config_name: str = "config") -> list[lis
     _, params = sweep_params(overrides, config_name)
     task = [o.input_line for o in _parse(overrides) if not o.is_hydra_override()]   # hydra/... is not the job's
     arguments = [f"{key}={value}" for key, value in params.items()] + task
-    (jobs,) = BasicSweeper.split_arguments(_parse(arguments), None)
-    return jobs
+    (lists,) = BasicSweeper.split_arguments(_parse(arguments), None)
+    return lists
 
 
 def _as_job_gets(override) -> str:
@@ -99,12 +99,12 @@ def _group(override) -> str | None:
 
 def compose_jobs(overrides: list[str], config_name: str = "config") -> list[Job]:
     """Every job of the sweep with its config, as its run composes it (see the module's note)."""
-    jobs = job_overrides(overrides, config_name)
+    lists = job_overrides(overrides, config_name)
     base_args = fixed([o for o in overrides if not _parse([o])[0].is_hydra_override()])
     common = {_as_job_gets(o) for o in _parse(base_args)}   # in every job: composed once, in the base
-    own = [[o for o in _parse(job) if _as_job_gets(o) not in common] for job in jobs]
+    own = [[o for o in _parse(job) if _as_job_gets(o) not in common] for job in lists]
     if any(o.key_or_group == "experiment" or o.package is not None for job in own for o in job):
-        return _whole(jobs, config_name)   # an option that writes outside its own node: no shortcut
+        return _whole(lists, config_name)   # an option that writes outside its own node: no shortcut
     base = OmegaConf.to_container(_compose(config_name, base_args), resolve=False)
     nodes: dict[str, dict] = {}
     for job in own:
@@ -115,7 +115,7 @@ def compose_jobs(overrides: list[str], config_name: str = "config") -> list[Job]
                 node = _compose(config_name, others + [o.input_line])[group]
                 nodes[o.input_line] = OmegaConf.to_container(node, resolve=False)
     out = []
-    for num, (job, mine) in enumerate(zip(jobs, own)):
+    for num, (job, mine) in enumerate(zip(lists, own)):
         tree = dict(base)
         for o in mine:
             if _group(o):
@@ -123,8 +123,8 @@ def compose_jobs(overrides: list[str], config_name: str = "config") -> list[Job]
         cfg = OmegaConf.create(json.loads(json.dumps(tree)))          # a fresh copy of the plain tree
         _apply([o for o in mine if not _group(o)], cfg)
         out.append(Job(num, job, cfg))
-    if out and _plain(_compose(config_name, jobs[-1])) != _plain(out[-1].config):
-        return _whole(jobs, config_name)
+    if out and _plain(_compose(config_name, lists[-1])) != _plain(out[-1].config):
+        return _whole(lists, config_name)
     return out
 
 
