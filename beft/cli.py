@@ -3,8 +3,8 @@
 Exit codes: 0 every job ok or skipped; 1 a run failed (a sweep: any job failed); 2 bad input; 130 Ctrl-C
 (128 + the signal for SIGTERM, SIGUSR1, SIGUSR2: 143, 138, 140).
 `precheck` reads the command line with Hydra's own argument parser (so `--cfg job`, `--info defaults`,
-`-cn NAME` keep their meaning, and flags may stand between overrides) and checks it before the heavy imports
-and before Hydra creates any folder.
+`-cn NAME` keep their meaning, and flags may stand anywhere among the overrides) and checks it before the heavy
+imports and before Hydra creates any folder. `-m ... --cfg job` prints every job of the sweep (`show_jobs`).
 """
 from __future__ import annotations
 
@@ -21,22 +21,41 @@ EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 log = logging.getLogger("beft")
 
 
+INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def read_command_line(argv: list[str]):
+    """Hydra's reading of the command line (its own parser), and the command line with its flags first."""
+    from hydra._internal.utils import get_args_parser
+
+    argv = _info_topic(argv)
+    args = get_args_parser().parse_intermixed_args(argv)
+    return args, _flags_first(argv, args.overrides)
+
+
 def precheck(argv: list[str]) -> list[str]:
     """The command line to give Hydra, or a one-line BeftError for one that cannot run. Needs no torch.
 
-    `-m ... --cfg job` (or --info) shows the config of the sweep's jobs: Hydra refuses -m beside --cfg, so -m is
-    dropped, and a swept key (seed=0,1) is refused, since one config is shown.
+    `-m ... --cfg job` shows each job of the sweep (`show_jobs`, not Hydra). Hydra refuses -m beside --cfg and
+    --info, so for `-m ... --info` (and `--cfg hydra|all`) -m is dropped, and a swept key (seed=0,1) is refused,
+    since one config is shown.
     """
-    from hydra._internal.utils import get_args_parser
-
-    args = get_args_parser().parse_intermixed_args(argv)
-    argv = _flags_first(argv, args.overrides)
+    args, argv = read_command_line(argv)
     if args.help or args.hydra_help or args.shell_completion or args.experimental_rerun:
+        return argv
+    if args.multirun and args.cfg == "job":
+        if args.config_path or args.config_dir:
+            raise BeftError("-m ... --cfg job shows the jobs of conf/'s sweeps; another config tree (--config-path, "
+                            "--config-dir): give --cfg job without -m")
+        check_overrides(args.overrides, multirun=True)
+        compose(args.config_name or "config", args.overrides, multirun=True)   # a composition error: one line
         return argv
     if args.multirun and (args.cfg or args.info):
         swept = [o for o in args.overrides if _is_sweep(o)]
         if swept:
-            raise BeftError(f"--cfg / --info show one job's config; {swept[0]} is a sweep: give one value")
+            shown = f"--cfg {args.cfg}" if args.cfg else "--info"
+            raise BeftError(f"{shown} shows one config; {swept[0]} is a sweep: give one value (-m ... --cfg job shows "
+                            "each job of a sweep)")
         argv = [a for a in argv if a not in ("-m", "--multirun")]
         args.multirun = False
     if args.config_path or args.config_dir:
@@ -53,6 +72,49 @@ def precheck(argv: list[str]) -> list[str]:
         check_values(cfg)
     check_writable(cfg.out_dir)
     return argv
+
+
+def _info_topic(argv: list[str]) -> list[str]:
+    """A bare `--info` (Hydra: --info all) takes no override as its topic: `-m experiment=x --info`, once its flags
+    are put first (`--info experiment=x`), is not a request for the topic `experiment=x`."""
+    out = []
+    for i, token in enumerate(argv):
+        bare = token in ("--info", "-i") and (i + 1 == len(argv) or argv[i + 1] not in INFO_TOPICS)
+        out.append("--info=all" if bare else token)
+    return out
+
+
+def _note_sweep(args) -> None:
+    """`experiment=table1 --cfg job` shows what Hydra shows, the config without the sweep: say so, on stderr."""
+    if not any(o.split("=", 1)[0] == "experiment" for o in args.overrides):
+        return
+    from beft import jobs
+
+    _, params = jobs.sweep_params(args.overrides, args.config_name or "config")
+    if params:
+        print(f"note: this is the config without the sweep over {', '.join(params)}; add -m to see each job's",
+              file=sys.stderr)
+
+
+def show_jobs(args) -> int:
+    """`-m ... --cfg job`: every job of the sweep, in Hydra's order, as a comment line naming its overrides, then
+    its config as `--cfg job` prints one (with -p PACKAGE: that part; with --resolve: resolved)."""
+    from omegaconf import Container, OmegaConf
+
+    from beft import jobs
+
+    found = jobs.compose_jobs(args.overrides, args.config_name or "config")
+    package = None if args.package == "_global_" else args.package
+    for job in found:
+        node = job.config if package is None else OmegaConf.select(job.config, package)
+        if node is None:
+            raise BeftError(f"package {package!r} is not in the config (-p names a node, e.g. -p method)")
+        print(f"# job {job.num} ({job.num + 1} of {len(found)}): {' '.join(job.overrides)}")
+        if isinstance(node, Container):
+            print(("" if package is None else f"# @package {package}\n") + OmegaConf.to_yaml(node, resolve=args.resolve))
+        else:
+            print(node)
+    return 0
 
 
 def _flags_first(argv: list[str], overrides: list[str]) -> list[str]:
@@ -158,7 +220,13 @@ def main(hydra_main) -> int:
     # the console gets every line anyway, and the run's own error says what the disk refused.
     logging.raiseExceptions = False
     try:
-        sys.argv[1:] = precheck(sys.argv[1:])
+        argv = precheck(sys.argv[1:])
+        args, _ = read_command_line(argv)
+        if args.multirun and args.cfg == "job":
+            return show_jobs(args)
+        if args.cfg and not args.multirun and not (args.config_path or args.config_dir):
+            _note_sweep(args)
+        sys.argv[1:] = argv
     except BeftError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

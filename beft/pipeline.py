@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from beft import fingerprint, interrupts, method_table, runtime
+from beft import fingerprint, interrupts, runtime
 from beft.adapter import export_adapter
 from beft.bias_map import PAPER_LABELS
 from beft.cache import Cache
@@ -33,23 +33,11 @@ from beft.selection import SELECTORS, select
 from beft.trainable import Scope
 from beft.run_spec import Section
 from beft.record import RECORD, environment, legacy_keys, read_record, record_key, save_record
+from beft.record import method_label, run_id  # noqa: F401 (also imported from here by older callers)
 from beft.record_check import distrust
 from beft.train import Diverged
 
 log = logging.getLogger("beft")
-
-
-def method_label(config: dict) -> str:
-    """The run's label (`fixed-v`, `beft-params`), from its config as data (beft.method_table says how)."""
-    method = config["method"]
-    return method_table.label(method["name"], method, config.get("budget") or {})
-
-
-def run_id(config: dict, key: str) -> str:
-    regime = config["regime"]
-    regime = regime["name"] if regime.get("n") is None else f"n{regime['n']}"
-    return (f"{config['model']['name']}-{config['task']['name']}-{regime}-{method_label(config)}-s{config['seed']}"
-            f"-{key[:8]}")
 
 
 def run(cfg, record_bad_input: bool = True) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from beft import files, placement
+from beft import files, method_table, placement
 from beft.fingerprint import digest
 from beft.workload import evaluates_every_epoch, other_task_forms
 
@@ -62,6 +62,20 @@ def without_neutral(values: dict, neutral: dict) -> dict:
 def record_key(cfg, fingerprint: dict) -> str:
     """The key of a run: its result-changing config fields and its fingerprint (beft.fingerprint.of_run)."""
     return digest({"config": key_fields(cfg), "fingerprint": fingerprint})
+
+
+def method_label(config: dict) -> str:
+    """The run's label (`fixed-v`, `beft-params`), from its config as data (beft.method_table says how)."""
+    method = config["method"]
+    return method_table.label(method["name"], method, config.get("budget") or {})
+
+
+def run_id(config: dict, key: str) -> str:
+    """The run's folder name under out_dir: readable, and ending with the key's first 8 characters."""
+    regime = config["regime"]
+    regime = regime["name"] if regime.get("n") is None else f"n{regime['n']}"
+    return (f"{config['model']['name']}-{config['task']['name']}-{regime}-{method_label(config)}-s{config['seed']}"
+            f"-{key[:8]}")
 
 
 # Key sections added after records existed, with the value that does what the code did before they existed: a

@@ -93,7 +93,7 @@ COMMAND_LINE = [
     (["experiment=table9"], ["unknown experiment 'table9'", "table1"]),
     (["-cn", "nope"], ["unknown config name (-cn) 'nope'", "config"]),
     (["trainer.lr=[1"], ["cannot parse the override 'trainer.lr=[1'"]),
-    (["-m", "seed=0,1", "--cfg", "job"], ["seed=0,1 is a sweep"]),
+    (["-m", "seed=0,1", "--info"], ["--info shows one config", "seed=0,1 is a sweep", "--cfg job"]),  # (--cfg job: test_status)
     # Checked here, before torch, since they need no model (they took 5-50 s once checked after loading it).
     (["method=fixed", "method.terms=[zz]"], ["unknown bias term 'zz'", "valid: q"]),
     (["budget=types", "budget.k=0"], ["budget.k=0 is not valid", "from 1 to 8"]),

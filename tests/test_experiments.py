@@ -8,7 +8,7 @@ from functools import lru_cache
 import pytest
 from omegaconf import OmegaConf
 
-from beft import checks, config as C
+from beft import checks, config as C, jobs
 from beft.fingerprint import digest
 from beft.record import legacy_keys, record_key
 from conftest import REPO
@@ -20,27 +20,12 @@ EXPERIMENTS = checks.group_choices("experiment")
 @lru_cache(maxsize=None)
 def sweep_of(name: str) -> tuple[str, dict]:
     """The experiment's out_dir and hydra.sweeper.params (its own and those of the experiments it builds on)."""
-    from conftest import compose
-
-    cfg = compose(f"experiment={name}", hydra_config=True)
-    return str(cfg.out_dir), OmegaConf.to_container(cfg.hydra.sweeper.params or {})
+    return jobs.sweep_params([f"experiment={name}"])
 
 
 def job_overrides(name: str) -> list[list[str]]:
     """The override list of every job of `python run.py -m experiment=<name>`, in Hydra's order."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    _, params = sweep_of(name)
-    arguments = [f"{key}={value}" for key, value in params.items()] + [f"experiment={name}"]
-    (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
-    return jobs
-
-
-def _group(override) -> str | None:
-    """The config group an override selects an option of (model=, task=, method=, ...), else None."""
-    key = override.key_or_group
-    return key if (checks.CONF_DIR / key).is_dir() and not key.startswith("hydra") else None
+    return jobs.job_overrides([f"experiment={name}"])
 
 
 def _compose(*overrides: str):
@@ -50,37 +35,14 @@ def _compose(*overrides: str):
 
 
 @lru_cache(maxsize=None)
-def composed_jobs(name: str) -> tuple:
-    """Each job's config (a DictConfig) as its run composes it. Composing 1,400 jobs one by one takes many minutes,
-    so the experiment is composed once and each option a job selects once (`experiment=<name> method=fixed-v`
-    gives the `method` node that job gets: the experiment writes last, and no option writes outside its own
-    node); a job is the experiment's config with its options' nodes, then its value overrides (seed=,
-    method.terms=) applied as Hydra's config loader applies them. test_a_job_is_what_hydra_composes_for_it
-    checks the result against whole compositions."""
-    from hydra import initialize_config_dir
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def sweep_jobs(name: str) -> tuple:
+    """Each job as its run composes it (beft.jobs.compose_jobs: the experiment once, each option once)."""
+    return tuple(jobs.compose_jobs([f"experiment={name}"]))
 
-    parser = OverridesParser.create()
-    jobs = [[o for o in parser.parse_overrides(job) if o.key_or_group != "experiment"] for job in job_overrides(name)]
-    nodes, out = {}, []
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        base = OmegaConf.to_container(_compose(f"experiment={name}"), resolve=False)
-        for job in jobs:
-            for override in job:
-                group = _group(override)
-                if group and override.input_line not in nodes:
-                    node = _compose(f"experiment={name}", override.input_line)[group]
-                    nodes[override.input_line] = OmegaConf.to_container(node, resolve=False)
-    for job in jobs:
-        tree = dict(base)
-        for override in job:
-            if _group(override):
-                tree[_group(override)] = nodes[override.input_line]
-        cfg = OmegaConf.create(json.loads(json.dumps(tree)))          # a fresh copy of the plain tree
-        ConfigLoaderImpl._apply_overrides_to_config([o for o in job if not _group(o)], cfg)
-        out.append(cfg)
-    return tuple(out)
+
+def composed_jobs(name: str) -> tuple:
+    """Each job's config (a DictConfig)."""
+    return tuple(job.config for job in sweep_jobs(name))
 
 
 @lru_cache(maxsize=None)
@@ -101,6 +63,7 @@ def test_a_job_is_what_hydra_composes_for_it(name):
     from hydra import initialize_config_dir
 
     last, assembled = job_overrides(name)[-1], jobs_of(name)[-1]   # the last option of every swept group
+    assert not sweep_jobs(name)[-1].whole, "the shortcut was not taken: composing a large sweep takes minutes"
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         assert OmegaConf.to_container(_compose(*last), resolve=True) == assembled, last
 
