@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from beft import fingerprint, interrupts, method_table, runtime
+from beft import fingerprint, interrupts, method_table, predictions, runtime
 from beft.adapter import export_adapter
 from beft.bias_map import PAPER_LABELS
 from beft.cache import Cache
@@ -33,7 +33,7 @@ from beft.selection import SELECTORS, select
 from beft.trainable import Scope
 from beft.run_spec import Section
 from beft.record import RECORD, environment, legacy_keys, read_record, record_key, save_record
-from beft.record_check import distrust
+from beft.record_check import distrust, trusted_predictions
 from beft.train import Diverged
 
 log = logging.getLogger("beft")
@@ -147,6 +147,7 @@ def _trusted(path: Path, key: str) -> dict | None:
     if reason is not None:
         log.warning("not trusting %s: %s; running the job again", path, reason)
         return None
+    trusted_predictions(record, path.parent)   # an edited predictions file is named now, and ignored by reports
     return record
 
 
@@ -191,6 +192,11 @@ def _execute(spec, record: dict, run_dir: Path, logger) -> None:
     if result.bias_update:
         record["bias_update"] = result.bias_update
     record["metrics"] = summarize(result.history, workload.main_metric)
+    if result.predictions is not None:   # the rows the final metrics were computed from, one per example
+        record["predictions"] = predictions.write(run_dir, result.predictions)
+    else:
+        record["notes"].append("no per-example predictions: the training was reused from a cache entry made "
+                               "before beft kept them (force=true reruns it)")
     record["training"] = {"key": result.key, "reused": result.reused, "lr": settings.lr, "epochs": settings.epochs,
                           "steps": result.steps, "batch_size": settings.batch_size, "precision": settings.precision,
                           "optimizer": settings.optimizer}

@@ -23,7 +23,7 @@ from beft.fingerprint import digest
 from beft.files import read_bytes
 from beft.method_table import METHODS, SELECTION_METHODS, TYPE_ORDER, arms
 from beft.record import MAX_RECORD_BYTES, RECORD   # the run program names the record file; the report reads it
-from beft.record_check import STATUSES, distrust
+from beft.record_check import STATUSES, distrust, trusted_predictions
 
 log = logging.getLogger("beft")
 CELL = ["experiment", "model", "task", "regime_label", "variant", "arm", "seed"]   # one number in a table
@@ -111,6 +111,7 @@ class Store:
     records: dict[str, dict]                        # run row id -> the record itself (selection details)
     skipped: list[str] = field(default_factory=list)  # "path: why" for every file that is not a usable record
     untrusted: list[dict] = field(default_factory=list)  # {"path", "reason", "row"}: records that did not check out
+    predictions: dict[str, list[dict]] = field(default_factory=dict)  # record path -> its checked per-example rows
 
 
 def _regime_label(config: dict) -> str:
@@ -172,7 +173,7 @@ def _row(record: dict, experiment: str, path: Path) -> dict:
 def read_store(root: Path) -> Store:
     """Every record under root (root/<experiment>/**/result.json), newest kept when a key appears twice."""
     root = Path(root)
-    rows, records, skipped, untrusted = [], {}, [], []
+    rows, records, skipped, untrusted, kept = [], {}, [], [], {}
     for path in sorted(root.glob(f"**/{RECORD}")):
         where = path.relative_to(root)
         experiment = where.parts[0] if len(where.parts) > 2 else ""   # <run id>/result.json: run.py's flat layout
@@ -195,6 +196,9 @@ def read_store(root: Path) -> Store:
             continue
         rows.append(row)
         records[str(where)] = record
+        examples = trusted_predictions(record, path.parent)   # an edited file is warned about and left out
+        if examples is not None:
+            kept[str(where)] = examples
     runs = pd.DataFrame(rows)
     if not runs.empty:
         # A record copied twice (same experiment, same key) counts once: keep the newest ok one.
@@ -203,7 +207,7 @@ def read_store(root: Path) -> Store:
         runs = runs.drop_duplicates(["experiment", "key"], keep="first")
         runs = _one_per_cell(runs)
         runs = runs.sort_values(["experiment", "path"]).reset_index(drop=True)
-    return Store(runs, records, skipped, untrusted)
+    return Store(runs, records, skipped, untrusted, {p: r for p, r in kept.items() if p in set(runs.get("path", []))})
 
 
 def _one_per_cell(runs: pd.DataFrame) -> pd.DataFrame:
