@@ -31,7 +31,7 @@ def example_id(example: dict):
 
 def lines_of(predictions: dict[str, list[dict]]) -> bytes:
     """The file's bytes: splits in the workload's order, examples in their split's order, keys sorted."""
-    out = [json.dumps({"split": split, **row}, sort_keys=True, ensure_ascii=False) + "\n"
+    out = [json.dumps({"split": split, **row}, sort_keys=True) + "\n"
            for split, rows in predictions.items() for row in rows]
     return "".join(out).encode("utf-8")
 

@@ -9,6 +9,7 @@ records yet. Everything is sorted and nothing carries a date, so the same record
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from beft.report import jobs
 from beft.report.store import Store, arm_name, order_key, sort_runs, MODELS, TASKS
 from beft.report.tables import TITLES
 
+log = logging.getLogger("beft")
 CELL = ["model", "task", "regime_label", "arm", "seed"]   # a job's cell (the store's CELL without the setting)
 LISTED = 40   # unmeasured cells listed one line per (config, model, task, regime, arm); the rest are counted
 
@@ -94,7 +96,12 @@ def _section(name: str, mine: pd.DataFrame, ok: pd.DataFrame, configs: list[str]
 
 def _unmeasured(ok: pd.DataFrame, configs: list[str], conf_dir: Path) -> pd.DataFrame:
     """The jobs of `configs` whose cell has no ok record, one row each (with the config that runs it)."""
-    cells = [{**cell, "config": config} for config in configs for cell in jobs.job_cells(config, conf_dir)]
+    cells = []
+    for config in configs:
+        try:
+            cells += [{**cell, "config": config} for cell in jobs.job_cells(config, conf_dir)]
+        except Exception as err:   # a job that does not compose: the sweep itself would say why (beft.checks)
+            log.warning("cannot list the jobs of experiment=%s (%s: %s)", config, type(err).__name__, err)
     if not cells:
         return pd.DataFrame(columns=CELL + ["config"])
     wanted = pd.DataFrame(cells).drop_duplicates(CELL)
