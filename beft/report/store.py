@@ -207,7 +207,8 @@ def read_store(root: Path) -> Store:
         runs = runs.drop_duplicates(["experiment", "key"], keep="first")
         runs = _one_per_cell(runs)
         runs = runs.sort_values(["experiment", "path"]).reset_index(drop=True)
-    return Store(runs, records, skipped, untrusted, {p: r for p, r in kept.items() if p in set(runs.get("path", []))})
+    tabled = set(runs["path"]) if not runs.empty else set()   # a duplicate left out keeps no predictions either
+    return Store(runs, records, skipped, untrusted, {p: r for p, r in kept.items() if p in tabled})
 
 
 def _one_per_cell(runs: pd.DataFrame) -> pd.DataFrame:
