@@ -23,7 +23,7 @@ from beft.cache import Cache
 from beft.checks import check_names, check_writable
 from beft.config import resolve, to_plain
 from beft.errors import BeftError
-from beft.files import DiskFull, atomic_write, plain_name
+from beft.files import DiskFull, atomic_write, plain_name, remove
 from beft.fit import fit
 from beft.kinds import make_workload
 from beft.loggers import make_logger
@@ -194,7 +194,8 @@ def _execute(spec, record: dict, run_dir: Path, logger) -> None:
     record["metrics"] = summarize(result.history, workload.main_metric)
     if result.predictions is not None:   # the rows the final metrics were computed from, one per example
         record["predictions"] = predictions.write(run_dir, result.predictions)
-    else:
+    else:   # and no earlier run's file left beside a record that does not name it
+        remove(run_dir / predictions.FILE)
         record["notes"].append("no per-example predictions: the training was reused from a cache entry made "
                                "before beft kept them (force=true reruns it)")
     record["training"] = {"key": result.key, "reused": result.reused, "lr": settings.lr, "epochs": settings.epochs,

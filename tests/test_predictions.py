@@ -124,3 +124,23 @@ def test_an_older_record_without_predictions_still_loads(tmp_path, caplog):
     assert caplog.text == ""                                        # nothing to check, nothing to warn about
     store = read_store(tmp_path / "runs")
     assert len(store.runs) == 1 and not store.untrusted and store.predictions == {}
+
+
+def test_a_cache_entry_from_before_predictions_still_serves_and_says_so(make_cfg, tmp_path):
+    import safetensors.torch
+
+    from beft.cache import Cache, _statement
+
+    cache_dir = tmp_path / "cache"
+    first = run(make_cfg("model=tiny-bert", "task=sst2", *QUICK, f"cache_dir={cache_dir}"))
+    [entry_path] = (cache_dir / "fits").glob("*.safetensors")
+    data = entry_path.read_bytes()
+    statement = _statement(data)
+    del statement["entry"]["predictions"]                           # as beft wrote entries before it kept them
+    Cache(cache_dir).put("fits", statement["key"], statement["determined_by"], statement["entry"],
+                         safetensors.torch.load(data))
+    again = run(make_cfg("model=tiny-bert", "task=sst2", *QUICK, f"cache_dir={cache_dir}", "force=record"))
+    assert again["training"]["reused"] and "predictions" not in again
+    assert any("no per-example predictions" in note for note in again["notes"])
+    assert again["metrics"]["final"] == first["metrics"]["final"]
+    assert not (tmp_path / "runs" / again["run_id"] / "predictions.jsonl").exists()   # the first run's is gone
