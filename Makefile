@@ -41,7 +41,7 @@ test: install  ## run the test suite (offline: packaged MiniLM, local data, tiny
 bench: install  ## step time and peak memory of full FT, LoRA, BitFit and b_v-only (ratios, one run)
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench.py
 
-tables: install  ## rebuild results/tables and results/figures from the records in results/runs
+tables: install  ## rebuild results/tables, results/figures and the report results/README.md from results/runs
 	$(PY) scripts/make_tables.py
 
 status: install  ## a sweep's jobs as done / failed / missing and what the rest costs: make status EXP=table1

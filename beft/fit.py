@@ -50,6 +50,7 @@ class Fit:
     snapshots: dict = field(default_factory=dict)  # {step: state} at SNAPSHOT_FRACTIONS (all-bias trainings)
     bias_update: dict = field(default_factory=dict)  # bias_updates scopes: form, shapes, trainable counts
     head_params: int | None = None        # of `trainable`, the task head's (None in trainings cached before)
+    predictions: dict | None = None       # the final evaluation per example (None in trainings cached before)
 
 
 def training_inputs(workload, scope: Scope, settings: TrainSettings) -> dict:
@@ -96,12 +97,14 @@ class EpochEvaluation:
     def __init__(self, workload, model, every_epoch: bool, logger=None):
         self.workload, self.model, self.every_epoch, self.logger = workload, model, every_epoch, logger
         self.seconds = 0.0
+        self.predictions = None   # the last evaluation's rows per example: what the record's metrics are made of
 
     def __call__(self, epoch: int, entry: dict, last: bool) -> dict:
         scores = {}
         if self.every_epoch or last:
             start = time.perf_counter()
-            scores = self.workload.evaluate(self.model)
+            self.predictions = self.workload.predict(self.model)
+            scores = self.workload.score(self.predictions)
             self.seconds += time.perf_counter() - start
         if self.logger is not None:
             self.logger.log({**entry, **scores}, step=epoch)
@@ -136,7 +139,7 @@ def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) ->
         run.seconds = time.perf_counter() - start
     result = Fit(key=key, history=run.history, steps=run.steps, train_seconds=run.seconds - evaluation.seconds,
                  eval_seconds=evaluation.seconds, trainable=trainable, total=total, state=None, model_source=source,
-                 head_params=head_params)
+                 head_params=head_params, predictions=evaluation.predictions)
     if inert_keys.active:
         result.notes.append(inert_keys.note())
         result.zero_gradient = {"k": {"max_abs_roundoff": inert_keys.max_roundoff}}
@@ -172,7 +175,8 @@ def restore(workload, result: Fit):
 STATE_IS_TRAINABLE = ("targets", "all_biases", "all", "head", "adapter", "none")
 _ENTRY_TYPES = {"key": str, "history": list, "steps": int, "train_seconds": (int, float),
                 "eval_seconds": (int, float), "trainable": int, "total": int, "model_source": dict, "notes": list,
-                "zero_gradient": dict, "bias_update": dict, "head_params": (int, type(None)), "state_kept": bool}
+                "zero_gradient": dict, "bias_update": dict, "head_params": (int, type(None)), "state_kept": bool,
+                "predictions": (dict, type(None))}
 
 
 def entry_of(result: Fit) -> tuple[dict, dict]:
@@ -224,5 +228,9 @@ def _fit_of(entry: dict, tensors: dict, key: str, scope: Scope) -> Fit:
             entry["trainable"]:
         raise ValueError(f"its {sum(t.numel() for t in state.values()):,} trained numbers are not its "
                          f"{entry['trainable']:,} trainable parameters")
-    kept = {name: entry[name] for name in _ENTRY_TYPES if name != "state_kept"}
+    predictions = entry.get("predictions")
+    if predictions is not None and not all(isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
+                                           for rows in predictions.values()):
+        raise ValueError("its predictions are not rows per split")
+    kept = {name: entry.get(name) for name in _ENTRY_TYPES if name != "state_kept"}
     return Fit(**kept, state=state, snapshots=snapshots)

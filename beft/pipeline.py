@@ -16,14 +16,14 @@ from pathlib import Path
 
 import torch
 
-from beft import fingerprint, interrupts, runtime
+from beft import fingerprint, interrupts, predictions, runtime
 from beft.adapter import export_adapter
 from beft.bias_map import PAPER_LABELS
 from beft.cache import Cache
 from beft.checks import check_names, check_writable
 from beft.config import resolve, to_plain
 from beft.errors import BeftError
-from beft.files import DiskFull, atomic_write, plain_name
+from beft.files import DiskFull, atomic_write, plain_name, remove
 from beft.fit import fit
 from beft.kinds import make_workload
 from beft.loggers import make_logger
@@ -34,7 +34,7 @@ from beft.trainable import Scope
 from beft.run_spec import Section
 from beft.record import RECORD, environment, legacy_keys, read_record, record_key, save_record
 from beft.record import method_label, run_id  # noqa: F401 (also imported from here by older callers)
-from beft.record_check import distrust
+from beft.record_check import distrust, trusted_predictions
 from beft.train import Diverged
 
 log = logging.getLogger("beft")
@@ -135,6 +135,7 @@ def _trusted(path: Path, key: str) -> dict | None:
     if reason is not None:
         log.warning("not trusting %s: %s; running the job again", path, reason)
         return None
+    trusted_predictions(record, path.parent)   # an edited predictions file is named now, and ignored by reports
     return record
 
 
@@ -179,6 +180,12 @@ def _execute(spec, record: dict, run_dir: Path, logger) -> None:
     if result.bias_update:
         record["bias_update"] = result.bias_update
     record["metrics"] = summarize(result.history, workload.main_metric)
+    if result.predictions is not None:   # the rows the final metrics were computed from, one per example
+        record["predictions"] = predictions.write(run_dir, result.predictions)
+    else:   # and no earlier run's file left beside a record that does not name it
+        remove(run_dir / predictions.FILE)
+        record["notes"].append("no per-example predictions: the training was reused from a cache entry made "
+                               "before beft kept them (force=true reruns it)")
     record["training"] = {"key": result.key, "reused": result.reused, "lr": settings.lr, "epochs": settings.epochs,
                           "steps": result.steps, "batch_size": settings.batch_size, "precision": settings.precision,
                           "optimizer": settings.optimizer}

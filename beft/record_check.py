@@ -10,14 +10,20 @@ A record is trusted only if it is what it says it is:
   a failed or interrupted one says its error.
 What no check can see is a metric edited by someone who leaves the rest alone (the key covers what determines a
 number, not the number); docs/records.md ("Trust") says what that means for a shared disk.
+A record's per-example predictions (beft.predictions) are checked apart: a predictions file that no longer has
+the sha256 and count its record states is ignored with a warning, and the record itself still stands.
 """
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 
+from beft import predictions
 from beft.fingerprint import code_version, of_record
 from beft.record import legacy_keys, record_key
 
+log = logging.getLogger("beft")
 STATUSES = ("ok", "failed", "interrupted")   # interrupted (Ctrl-C) counts like failed: not in any table
 
 
@@ -69,3 +75,12 @@ def _fields_disagree(record: dict, status: str) -> str | None:
     if not isinstance(trainable, int) or isinstance(trainable, bool) or trainable < 0:
         return "it is ok but has no trainable_params count"
     return None
+
+
+def trusted_predictions(record: dict, run_dir: Path) -> list[dict] | None:
+    """The record's per-example predictions if it names a file that checks out (its sha256 and count); None for a
+    record without them (older runs), or, with a warning, for a file that does not check out."""
+    rows, doubt = predictions.read(run_dir, record.get("predictions"))
+    if doubt is not None:
+        log.warning("ignoring the predictions of %s: %s", Path(run_dir).name, doubt)
+    return rows

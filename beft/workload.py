@@ -70,8 +70,14 @@ class Workload(Protocol):
     def mean_loss(self, model, data) -> float:
         """Mean per-example loss on some split: eval mode, no gradient."""
 
+    def predict(self, model) -> dict[str, list[dict]]:
+        """{split: one row per example (beft.predictions)} on every evaluation split."""
+
+    def score(self, predictions: dict[str, list[dict]]) -> dict[str, float]:
+        """{"<split>/<metric>": value} from `predict`'s rows: the metrics are computed from these rows only."""
+
     def evaluate(self, model) -> dict[str, float]:
-        """{"<split>/<metric>": value} on every evaluation split."""
+        """score(predict(model))."""
 
     def selection_split(self, n: int, seed: int):
         """n training examples drawn by seed (interventional selection)."""

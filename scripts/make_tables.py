@@ -1,4 +1,4 @@
-"""`make tables`: results/runs/** -> results/tables/*.{md,csv,tex} and results/figures/*.png.
+"""`make tables`: results/runs/** -> results/tables/*.{md,csv,tex}, results/figures/*.png and results/README.md.
 
     python scripts/make_tables.py                      # the committed results store
     python scripts/make_tables.py --runs outputs/runs  # run.py's <run id>/result.json, or <experiment>/<run id>/...
@@ -27,6 +27,8 @@ def main(argv=None) -> int:
     parser.add_argument("--paper", type=Path, default=REPO / "results" / "paper", help="known paper numbers")
     parser.add_argument("--tables", type=Path, default=REPO / "results" / "tables", help="where tables go")
     parser.add_argument("--figures", type=Path, default=REPO / "results" / "figures", help="where figures go")
+    parser.add_argument("--readme", type=Path, default=REPO / "results" / "README.md",
+                        help="where the results report goes (links to the tables and figures relative to it)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.add_argument("--untrusted", action="store_true",
                         help="print the records left out as not trusted, with why and what they claim")
@@ -36,13 +38,15 @@ def main(argv=None) -> int:
         print(f"error: no results store at {args.runs}; run a sweep first (python run.py -m experiment=smoke)",
               file=sys.stderr)
         return 2
-    report = make_tables(args.runs, args.paper, args.tables, args.figures, with_figures=not args.no_figures)
+    report = make_tables(args.runs, args.paper, args.tables, args.figures, with_figures=not args.no_figures,
+                         readme_path=args.readme)
     runs = report.store.runs
     ok = int((runs["status"] == "ok").sum()) if not runs.empty else 0
     untrusted = report.store.untrusted
     print(f"{ok} ok and {len(runs) - ok} failed records, {len(report.store.skipped)} files skipped"
           + (f", {len(untrusted)} records not trusted" if untrusted else "")
-          + f" -> {len(report.tables)} table files in {args.tables}, {len(report.figures)} figures in {args.figures}")
+          + f" -> {len(report.tables)} table files in {args.tables}, {len(report.figures)} figures in {args.figures}"
+          + f", the report in {report.readme}")
     if args.untrusted:
         for item in untrusted:
             row = item["row"]

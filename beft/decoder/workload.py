@@ -24,6 +24,7 @@ from beft.decoder.templates import get_template
 from beft.errors import BeftError
 from beft.evaluate import autocast, to_device
 from beft.method_table import Adapter
+from beft.predictions import example_id
 from beft.models import load_tokenizer
 
 MAX_NEW_TOKENS = 50
@@ -191,22 +192,52 @@ class DecoderWorkload:
                 out[i] = self.coder.decode(ids).split("\n")[0].strip()
         return out
 
-    def evaluate(self, model) -> dict[str, float]:
+    def predict(self, model) -> dict[str, list[dict]]:
+        """{split: one row per example (beft.predictions)}: the chosen candidate with every candidate's mean
+        log-likelihood (`scores`), or the generated answer, beside the gold."""
         was_training = model.training
         model.eval()
-        results = {}
+        out = {}
         for split, data in self.eval_sets.items():
+            examples = self.data.train if split == "train" else self.data.eval[split]
+            ids = [example_id(ex) for ex in examples] if len(examples) == len(data) else [None] * len(data)
             if self.template.kind == "choice":
                 scores = self.candidate_scores(model, data)
-                correct = [int(np.argmax(s)) in it.gold for s, it in zip(scores, data.items)]
-                losses = [float(-torch.log_softmax(torch.from_numpy(s).double(), 0)[it.gold[0]])
-                          for s, it in zip(scores, data.items)]
-                results.update({f"{split}/accuracy": float(np.mean(correct)), f"{split}/loss": float(np.mean(losses))})
+                rows = [{"gold": list(it.gold), "prediction": int(np.argmax(s)), "scores": s.tolist(),
+                         "correct": int(np.argmax(s)) in it.gold} for s, it in zip(scores, data.items)]
             else:
                 answers = self.generate(model, data)
-                for name, fn in (("f1", scoring.token_f1), ("em", scoring.exact_match)):
-                    if name in self.spec["metrics"]:
-                        results[f"{split}/{name}"] = float(np.mean([fn(a, it.answers)
-                                                                    for a, it in zip(answers, data.items)]))
+                rows = [{"gold": list(it.answers), "prediction": a, "correct": bool(scoring.exact_match(a, it.answers))}
+                        for a, it in zip(answers, data.items)]
+            out[split] = [{"index": i, **({"id": ids[i]} if ids[i] is not None else {}), **row}
+                          for i, row in enumerate(rows)]
         model.train(was_training)
+        return out
+
+    def score(self, predictions: dict[str, list[dict]]) -> dict[str, float]:
+        """{"<split>/<metric>": value} from `predict`'s rows (or the same rows read back from disk): accuracy
+        and the mean loss over candidates, or F1 / exact match of the generated answers."""
+        results = {}
+        for split, rows in predictions.items():
+            if self.template.kind == "choice":
+                results.update({f"{split}/{name}": value for name, value in choice_metrics(rows).items()})
+            else:
+                results.update({f"{split}/{name}": value
+                                for name, value in generation_metrics(rows, self.spec["metrics"]).items()})
         return results
+
+    def evaluate(self, model) -> dict[str, float]:
+        return self.score(self.predict(model))
+
+
+def choice_metrics(rows: list[dict]) -> dict[str, float]:
+    """Accuracy (the top-scoring candidate is a gold one) and the mean cross-entropy of the first gold candidate."""
+    correct = [int(np.argmax(r["scores"])) in r["gold"] for r in rows]
+    losses = [float(-torch.log_softmax(torch.tensor(r["scores"], dtype=torch.float64), 0)[r["gold"][0]])
+              for r in rows]
+    return {"accuracy": float(np.mean(correct)), "loss": float(np.mean(losses))}
+
+
+def generation_metrics(rows: list[dict], metric_names) -> dict[str, float]:
+    return {name: float(np.mean([fn(r["prediction"], r["gold"]) for r in rows]))
+            for name, fn in (("f1", scoring.token_f1), ("em", scoring.exact_match)) if name in metric_names}

@@ -13,7 +13,8 @@ from transformers import set_seed
 
 from beft.batching import Batcher, Encoded, encode
 from beft.data import load_task
-from beft.evaluate import autocast, evaluate, loss_from_logits, to_device
+from beft.evaluate import autocast, example_rows, loss_from_logits, predict, score_rows, to_device
+from beft.predictions import example_id
 from beft.bias_map import BiasMap
 from beft.fingerprint import model_identity
 from beft.models import encoder_skeleton, load_encoder, load_tokenizer
@@ -118,11 +119,20 @@ class EncoderWorkload:
         model.train(was_training)
         return total / len(data)
 
-    def evaluate(self, model) -> dict[str, float]:
+    def predict(self, model) -> dict[str, list[dict]]:
+        """{split: one row per example (beft.predictions)} on every evaluation split."""
         batcher = self.batcher(self.run.trainer.eval_batch_size)
-        scores = {}
+        out = {}
         for split, data in self.eval_sets.items():
-            for name, value in evaluate(model, batcher, data, self.task.metrics, self.regression, self.device,
-                                        self.precision).items():
-                scores[f"{split}/{name}"] = value
-        return scores
+            examples = self.data.train if split == "train" else self.data.eval[split]
+            out[split] = example_rows(predict(model, batcher, data, self.device, self.precision), data.labels,
+                                      self.regression, [example_id(ex) for ex in examples])
+        return out
+
+    def score(self, predictions: dict[str, list[dict]]) -> dict[str, float]:
+        """{"<split>/<metric>": value} from `predict`'s rows (or the same rows read back from disk)."""
+        return {f"{split}/{name}": value for split, rows in predictions.items()
+                for name, value in score_rows(rows, self.task.metrics, self.regression).items()}
+
+    def evaluate(self, model) -> dict[str, float]:
+        return self.score(self.predict(model))

@@ -7,6 +7,9 @@
     costs.py     what each run cost: wall time per model × task × arm, from the records' timing
     table_io.py  one table as Markdown, CSV and LaTeX
     figures.py   bars, heat maps, scatter and agreement plots
+    examples.py  paired comparisons over examples (McNemar) where both arms kept their predictions
+    jobs.py      the jobs each experiment config sweeps, as table cells (what is still unmeasured)
+    readme.py    results/README.md: the report of every experiment, from the tables, figures and jobs
     build.py     make_tables: all of the above for every experiment, plus the summary
 
 It reads records only; nothing here trains or loads a model (the run program is the rest of beft).

@@ -1,7 +1,8 @@
 """`make tables` from end to end: read the results store, write every table and figure, and a summary.
 
 results/runs/<experiment>/**/result.json  ->  results/tables/<experiment>[_paired|_selection|_totals|_cost].*,
-results/tables/fig1_scores.*, results/tables/summary.md, results/figures/<experiment>_*.png (.* = .md .csv .tex).
+results/tables/fig1_scores.*, results/tables/summary.md, results/figures/<experiment>_*.png (.* = .md .csv .tex),
+and results/README.md (beft.report.readme: the report that puts them together, with what is still unmeasured).
 Both output folders are generated: what the previous call wrote (listed in each folder's `.manifest`) is
 removed first, so a table never outlives its records, and nothing else there is touched. The same records give
 byte-identical tables (everything sorted, no timestamps).
@@ -15,9 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 from beft.report import figures
+from beft.report import readme
 from beft.report import table_io
 from beft.report import tables
 from beft.report.costs import COST_NOTE, cost_table
+from beft.report.examples import EXAMPLES_NOTE, examples_table
 from beft.report.store import Store, read_store
 
 log = logging.getLogger("beft")
@@ -30,6 +33,7 @@ class Report:
     store: Store
     tables: list[Path] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
+    readme: Path | None = None
 
 
 # Experiments whose table has the paper's own layout; every other one gets tables.main_table (arms as columns).
@@ -37,7 +41,8 @@ LAYOUTS = {"table2": tables.table2, "table4": tables.table4}
 
 
 def make_tables(runs_dir: Path, paper_dir: Path, tables_dir: Path, figures_dir: Path,
-                with_figures: bool = True) -> Report:
+                with_figures: bool = True, readme_path: Path | None = None) -> Report:
+    """Every table and figure of the store; with `readme_path`, the results report too (beft.report.readme)."""
     store = read_store(runs_dir)
     paper = tables.load_paper(paper_dir)
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
@@ -52,7 +57,7 @@ def make_tables(runs_dir: Path, paper_dir: Path, tables_dir: Path, figures_dir: 
         if ok.empty:
             continue
         name = experiment or "runs"
-        report.tables += _experiment_tables(name, ok, int((mine["status"] != "ok").sum()), paper, tables_dir)
+        report.tables += _experiment_tables(name, ok, int((mine["status"] != "ok").sum()), paper, tables_dir, store)
         if with_figures:
             report.figures += figures.all_figures(store, ok, name, figures_dir)
     fig1 = tables.fig1_scores(store, paper_dir)
@@ -64,10 +69,13 @@ def make_tables(runs_dir: Path, paper_dir: Path, tables_dir: Path, figures_dir: 
     _manifest(tables_dir, report.tables)
     if with_figures:
         _manifest(figures_dir, report.figures)
+    if readme_path is not None:
+        report.readme = readme.write(readme_path, store, tables_dir, report.figures)
     return report
 
 
-def _experiment_tables(name: str, ok: pd.DataFrame, failed: int, paper: pd.DataFrame, out: Path) -> list[Path]:
+def _experiment_tables(name: str, ok: pd.DataFrame, failed: int, paper: pd.DataFrame, out: Path,
+                       store: Store) -> list[Path]:
     title = tables.TITLES.get(name, f"Experiment {name}")
     layout = LAYOUTS.get(name)
     columns, rows, data, notes = layout(ok, paper) if layout else tables.main_table(name, ok, paper)
@@ -79,11 +87,18 @@ def _experiment_tables(name: str, ok: pd.DataFrame, failed: int, paper: pd.DataF
         notes.append(f"{failed} failed run(s) are not in this table: see summary.md.")
     paths = []
     p_columns, p_rows, p_data = tables.paired_table(ok)
+    e_columns, e_rows, e_data = examples_table(ok, store)   # only where both arms kept their predictions
+    over_examples = (f"## Paired over examples\n\n{table_io.markdown(e_columns, e_rows)}\n- {EXAMPLES_NOTE}\n"
+                     if e_rows else "")
     extra = ""
     if p_rows:
         extra = (f"## Paired comparisons\n\n{table_io.markdown(p_columns, p_rows)}\n- {tables.PAIRED_NOTE}\n")
         paths += table_io.write(out, f"{name}_paired", f"{title}: paired comparisons", p_columns, p_rows,
-                                [tables.PAIRED_NOTE], p_data)
+                                [tables.PAIRED_NOTE], p_data, over_examples)
+    if e_rows:
+        extra += "\n" + over_examples
+        paths += table_io.write(out, f"{name}_examples", f"{title}: paired over examples", e_columns, e_rows,
+                                [EXAMPLES_NOTE], e_data)
     s_data = pd.DataFrame()
     if ok["is_selection"].any():
         s_columns, s_rows, s_data = tables.selection_table(ok)

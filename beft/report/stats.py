@@ -45,3 +45,12 @@ def sign_flip_p(d: np.ndarray) -> float:
         signs = np.random.default_rng(0).choice((1.0, -1.0), size=(2 ** EXACT_UP_TO, len(d)))
     flipped = np.abs((signs * d).mean(axis=1))
     return float((flipped >= observed - 1e-12).mean())
+
+
+def mcnemar_p(first_only: int, second_only: int) -> float:
+    """Exact two-sided McNemar p over paired examples: under no difference, each example one arm alone got right
+    is equally likely to be either arm's (a binomial test on the discordant pairs); 1.0 when there are none."""
+    from scipy.stats import binomtest
+
+    n = first_only + second_only
+    return 1.0 if n == 0 else float(binomtest(first_only, n, 0.5).pvalue)

@@ -23,7 +23,7 @@ from beft.fingerprint import digest
 from beft.files import read_bytes
 from beft.method_table import METHODS, SELECTION_METHODS, TYPE_ORDER, arms
 from beft.record import MAX_RECORD_BYTES, RECORD   # the run program names the record file; the report reads it
-from beft.record_check import STATUSES, distrust
+from beft.record_check import STATUSES, distrust, trusted_predictions
 
 log = logging.getLogger("beft")
 CELL = ["experiment", "model", "task", "regime_label", "variant", "arm", "seed"]   # one number in a table
@@ -111,9 +111,10 @@ class Store:
     records: dict[str, dict]                        # run row id -> the record itself (selection details)
     skipped: list[str] = field(default_factory=list)  # "path: why" for every file that is not a usable record
     untrusted: list[dict] = field(default_factory=list)  # {"path", "reason", "row"}: records that did not check out
+    predictions: dict[str, list[dict]] = field(default_factory=dict)  # record path -> its checked per-example rows
 
 
-def _regime_label(config: dict) -> str:
+def regime_label(config: dict) -> str:
     regime = config.get("regime") or {}
     return regime.get("name", "?") if regime.get("n") is None else f"n{regime['n']}"
 
@@ -124,7 +125,7 @@ def arm_of(record: dict) -> str:
     if record.get("method_label"):
         return record["method_label"]
     config = record["config"]
-    prefix = f"{config['model']['name']}-{config['task']['name']}-{_regime_label(config)}-"
+    prefix = f"{config['model']['name']}-{config['task']['name']}-{regime_label(config)}-"
     suffix = f"-s{config['seed']}-{record['key'][:8]}"
     run_id = record.get("run_id", "")
     if run_id.startswith(prefix) and run_id.endswith(suffix) and len(run_id) > len(prefix) + len(suffix):
@@ -160,7 +161,7 @@ def _row(record: dict, experiment: str, path: Path) -> dict:
         "experiment": experiment, "path": str(path), "run_id": record.get("run_id"), "key": record["key"],
         "status": record["status"], "error": record.get("error"), "created": record.get("created", ""),
         "model": config["model"]["name"], "task": config["task"]["name"], "regime": config["regime"]["name"],
-        "regime_label": _regime_label(config), "n_train": record.get("n_train"), "method": config["method"]["name"],
+        "regime_label": regime_label(config), "n_train": record.get("n_train"), "method": config["method"]["name"],
         "arm": arm_of(record), "seed": int(config["seed"]), "variant": variant_of(config), "metric": metric,
         "value": main.get("value", math.nan), "trainable_params": record.get("trainable_params"),
         "total_params": record.get("total_params"), "top_type": (selection.get("ranking") or [None])[0],
@@ -172,7 +173,7 @@ def _row(record: dict, experiment: str, path: Path) -> dict:
 def read_store(root: Path) -> Store:
     """Every record under root (root/<experiment>/**/result.json), newest kept when a key appears twice."""
     root = Path(root)
-    rows, records, skipped, untrusted = [], {}, [], []
+    rows, records, skipped, untrusted, kept = [], {}, [], [], {}
     for path in sorted(root.glob(f"**/{RECORD}")):
         where = path.relative_to(root)
         experiment = where.parts[0] if len(where.parts) > 2 else ""   # <run id>/result.json: run.py's flat layout
@@ -195,6 +196,9 @@ def read_store(root: Path) -> Store:
             continue
         rows.append(row)
         records[str(where)] = record
+        examples = trusted_predictions(record, path.parent)   # an edited file is warned about and left out
+        if examples is not None:
+            kept[str(where)] = examples
     runs = pd.DataFrame(rows)
     if not runs.empty:
         # A record copied twice (same experiment, same key) counts once: keep the newest ok one.
@@ -203,7 +207,8 @@ def read_store(root: Path) -> Store:
         runs = runs.drop_duplicates(["experiment", "key"], keep="first")
         runs = _one_per_cell(runs)
         runs = runs.sort_values(["experiment", "path"]).reset_index(drop=True)
-    return Store(runs, records, skipped, untrusted)
+    tabled = set(runs["path"]) if not runs.empty else set()   # a duplicate left out keeps no predictions either
+    return Store(runs, records, skipped, untrusted, {p: r for p, r in kept.items() if p in tabled})
 
 
 def _one_per_cell(runs: pd.DataFrame) -> pd.DataFrame:

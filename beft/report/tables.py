@@ -78,7 +78,7 @@ def paper_match(paper: pd.DataFrame, model, task, n_train, arm, metric) -> tuple
     return float(row["value"]), str(row["tag"])
 
 
-def _row_blocks(ok: pd.DataFrame):
+def row_blocks(ok: pd.DataFrame):
     """(row key dict, runs of that row) in the paper's order."""
     keys = sort_runs(ok[ROW].drop_duplicates(), ["model", "task", "regime_label", "variant"])
     for _, key in keys.iterrows():
@@ -86,12 +86,12 @@ def _row_blocks(ok: pd.DataFrame):
         yield key.to_dict(), ok[mask]
 
 
-def _arms(ok: pd.DataFrame) -> list[str]:
+def ordered_arms(ok: pd.DataFrame) -> list[str]:
     order = arm_order()
     return sorted(ok["arm"].unique(), key=lambda a: order_key(a, order))
 
 
-def _label_row(key: dict, runs: pd.DataFrame, show_variant: bool) -> list[str]:
+def label_row(key: dict, runs: pd.DataFrame, show_variant: bool) -> list[str]:
     metric = "/".join(sorted(runs["metric"].unique()))
     cells = [key["model"], key["task"], regime_text(key["regime_label"], runs["n_train"].min()),
              METRIC_NAMES.get(metric, metric)]
@@ -104,15 +104,15 @@ def _values(runs: pd.DataFrame, arm: str) -> list[float]:
 
 
 def main_table(experiment: str, ok: pd.DataFrame, paper: pd.DataFrame):
-    arms = _arms(ok)
+    arms = ordered_arms(ok)
     show_variant = ok.groupby(["model", "task", "regime_label"])["variant"].nunique().max() > 1
     rows, data, tags = [], [], set()
     # A paper column beside an arm in the paper's tables (— says "unknown"), elsewhere only where one matches.
     with_paper = {a for a in arms if experiment.startswith("table") or any(
         paper_match(paper, k["model"], k["task"], r["n_train"].min(), a, r["metric"].iloc[0])
-        for k, r in _row_blocks(ok))}
-    for key, runs in _row_blocks(ok):
-        cells = _label_row(key, runs, show_variant)
+        for k, r in row_blocks(ok))}
+    for key, runs in row_blocks(ok):
+        cells = label_row(key, runs, show_variant)
         for arm in arms:
             values = _values(runs, arm)
             cells.append(fmt_cell(values))
@@ -139,14 +139,14 @@ def main_table(experiment: str, ok: pd.DataFrame, paper: pd.DataFrame):
 def table2(ok: pd.DataFrame, paper: pd.DataFrame):
     """One row per method, with its trainable parameters, like the paper's Table 2."""
     rows, data, tags = [], [], set()
-    for key, runs in _row_blocks(ok):
-        for arm in _arms(runs):
+    for key, runs in row_blocks(ok):
+        for arm in ordered_arms(runs):
             picked = runs[runs["arm"] == arm]
             params, total = _median(picked["trainable_params"]), _median(picked["total_params"])
             hit = paper_match(paper, key["model"], key["task"], picked["n_train"].min(), arm, picked["metric"].iloc[0])
             tags |= {hit[1]} if hit else set()
             values = _values(runs, arm)
-            rows.append(_label_row(key, runs, False)[:3] + [
+            rows.append(label_row(key, runs, False)[:3] + [
                 arm_name(arm), f"{params:,}" if params else DASH,
                 f"{100 * params / total:.4f}" if params and total else DASH, fmt_cell(values),
                 f"{hit[0]:.2f} [{hit[1]}]" if hit else DASH])
@@ -165,13 +165,13 @@ def table4(ok: pd.DataFrame, paper: pd.DataFrame):
     types = sorted({fixed_type(a) or (bias_update_arm(a) or ("", ""))[1] for a in ok["arm"]} - {"", None},
                    key=lambda t: order_key(t, FIXED_ORDER))
     rows, data = [], []
-    for key, runs in _row_blocks(ok):
+    for key, runs in row_blocks(ok):
         for t in types:
             arms = [(f"fixed-{t}", "directly")] + [(update_arm(m, t, authors), update_form_name(m, authors))
                                                    for m, authors in updates]
             if not runs["arm"].isin([a for a, _ in arms]).any():
                 continue
-            cells = _label_row(key, runs, False)[:3] + [arm_name(f"fixed-{t}")]
+            cells = label_row(key, runs, False)[:3] + [arm_name(f"fixed-{t}")]
             for arm, form in arms:
                 values, picked = _values(runs, arm), runs[runs["arm"] == arm]
                 params = _median(picked["trainable_params"])
@@ -205,8 +205,8 @@ def comparisons(arms: list[str], selection: set[str]) -> list[tuple[str, str]]:
 
 def paired_table(ok: pd.DataFrame):
     rows, data = [], []
-    for key, runs in _row_blocks(ok):
-        for a, b in comparisons(_arms(runs), set(selection_arms(runs))):
+    for key, runs in row_blocks(ok):
+        for a, b in comparisons(ordered_arms(runs), set(selection_arms(runs))):
             left, right = (runs[runs["arm"] == x].set_index("seed")["value"] for x in (a, b))
             seeds = sorted(set(left.index) & set(right.index))
             if not seeds:
@@ -214,7 +214,7 @@ def paired_table(ok: pd.DataFrame):
             result = stats.paired([left[s] for s in seeds], [right[s] for s in seeds])
             ci = (DASH if math.isnan(result["ci_low"])
                   else f"[{result['ci_low'] * SCALE:+.2f}, {result['ci_high'] * SCALE:+.2f}]")
-            rows.append(_label_row(key, runs, False)[:3] + [
+            rows.append(label_row(key, runs, False)[:3] + [
                 f"{arm_name(a)} − {arm_name(b)}", str(result["n"]), f"{result['diff'] * SCALE:+.2f}", ci,
                 f"{result['wins']}–{result['ties']}–{result['losses']}", f"{result['p']:.3f}"])
             data.append({**key, "a": a, "b": b, "seeds": " ".join(map(str, seeds)), **result})
@@ -247,11 +247,11 @@ def selection_table(ok: pd.DataFrame):
     """Per selection method: the types it picked over seeds, its score, whether its pick is the best of the types
     measured for that seed, and its cost against the best single fixed type of the same seed (regret)."""
     rows, data = [], []
-    for key, runs in _row_blocks(ok):
+    for key, runs in row_blocks(ok):
         fixed = runs[runs["arm"].isin([f"fixed-{t}" for t in TYPES])]
         best = fixed.groupby("seed")["value"].max() if fixed["arm"].nunique() >= 2 else pd.Series(dtype=float)
         measured = {seed: types for seed, types in measured_types(runs).items() if len(types) >= 2}
-        for method in [a for a in _arms(runs) if a in set(selection_arms(runs))]:
+        for method in [a for a in ordered_arms(runs) if a in set(selection_arms(runs))]:
             mine = runs[runs["arm"] == method].set_index("seed")
             picks = mine["chosen"].fillna("?").value_counts()
             picked = ", ".join(f"{_types_text(t)} ×{c}" for t, c in sorted(picks.items(), key=lambda x: (-x[1], x[0])))
@@ -259,7 +259,7 @@ def selection_table(ok: pd.DataFrame):
             regret = [best[s] - mine.loc[s, "value"] for s in seeds]
             judged = sorted(set(mine.index) & set(measured))
             hits = sum(mine.loc[s, "value"] >= max(measured[s].values()) for s in judged)
-            rows.append(_label_row(key, runs, False)[:3] + [
+            rows.append(label_row(key, runs, False)[:3] + [
                 arm_name(method), picked, fmt_cell([float(v) for v in mine.sort_index()["value"]]),
                 f"{hits}/{len(judged)}" if judged else DASH,
                 f"{_mean(regret) * SCALE:.2f}" if seeds else DASH])
