@@ -50,6 +50,10 @@ class Fit:
     snapshots: dict = field(default_factory=dict)  # {step: state} at SNAPSHOT_FRACTIONS (all-bias trainings)
     bias_update: dict = field(default_factory=dict)  # bias_updates scopes: form, shapes, trainable counts
     head_params: int | None = None        # of `trainable`, the task head's (None in trainings cached before)
+    # The pre-trained values of the kept biases (b_0), read from the training's own model before it trained, on
+    # CPU: the probe's scores and the adapter's Δb need them, and no second model is loaded to get them. None in
+    # trainings cached before it was kept (then they are read from a model loaded when no other is alive).
+    start: dict[str, torch.Tensor] | None = None
 
 
 def training_inputs(workload, scope: Scope, settings: TrainSettings) -> dict:
@@ -117,6 +121,7 @@ def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) ->
     head_params = sum(p.numel() for n, p in model.named_parameters() if n in head and p.requires_grad)
     log.info("trainable parameters: %s of %s (%.4f%%) [%s]", f"{trainable:,}", f"{total:,}",
              100 * trainable / total, scope.describe())
+    start = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if bias_like(n)}
     inert_keys = InertKeyBiases(model, bias_map)
     evaluation = EpochEvaluation(workload, model, settings.eval_every_epoch, logger)
 
@@ -149,7 +154,13 @@ def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) ->
     if sum(p.numel() for p in model.parameters() if p.requires_grad) <= STATE_LIMIT:  # what would be stored
         result.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
         result.snapshots = snapshots
+        result.start = {n: v for n, v in start.items() if n in result.state}
     return result, model
+
+
+def bias_like(name: str) -> bool:
+    """A bias vector (own, or one PEFT added to a bias-free projection): a few numbers per layer."""
+    return name.endswith(".bias") or ".beft_bias." in name
 
 
 def restore(workload, result: Fit):
@@ -178,9 +189,11 @@ _ENTRY_TYPES = {"key": str, "history": list, "steps": int, "train_seconds": (int
 def entry_of(result: Fit) -> tuple[dict, dict]:
     """A training as the cache stores it: its JSON fields, and its tensors under flat names (`state/<param>`,
     `snapshots/<step>/<param>`)."""
-    entry = {f.name: getattr(result, f.name) for f in fields(Fit) if f.name not in ("state", "snapshots", "reused")}
+    entry = {f.name: getattr(result, f.name) for f in fields(Fit)
+             if f.name not in ("state", "snapshots", "reused", "start")}
     entry["state_kept"] = result.state is not None
     tensors = {f"state/{name}": value for name, value in (result.state or {}).items()}
+    tensors.update({f"start/{name}": value for name, value in (result.start or {}).items()})
     for step, state in result.snapshots.items():
         tensors.update({f"snapshots/{step}/{name}": value for name, value in state.items()})
     return entry, {name: value.detach().cpu().contiguous() for name, value in tensors.items()}
@@ -210,8 +223,11 @@ def _fit_of(entry: dict, tensors: dict, key: str, scope: Scope) -> Fit:
         raise ValueError("its history is not a list of epochs")
     state = {n[len("state/"):]: t for n, t in tensors.items() if n.startswith("state/")}
     state = state if entry["state_kept"] else None
+    start = {n[len("start/"):]: t for n, t in tensors.items() if n.startswith("start/")}
     snapshots: dict[int, dict] = {}
     for name, value in tensors.items():
+        if name.startswith("start/"):
+            continue
         if name.startswith("snapshots/"):
             _, step, param = name.split("/", 2)
             snapshots.setdefault(int(step), {})[param] = value
@@ -224,5 +240,7 @@ def _fit_of(entry: dict, tensors: dict, key: str, scope: Scope) -> Fit:
             entry["trainable"]:
         raise ValueError(f"its {sum(t.numel() for t in state.values()):,} trained numbers are not its "
                          f"{entry['trainable']:,} trainable parameters")
+    if state is not None and any(n not in state or t.shape != state[n].shape for n, t in start.items()):
+        raise ValueError("its pre-trained values are not of its trained parameters")
     kept = {name: entry[name] for name in _ENTRY_TYPES if name != "state_kept"}
-    return Fit(**kept, state=state, snapshots=snapshots)
+    return Fit(**kept, state=state, snapshots=snapshots, start=(start or None) if state is not None else None)

@@ -173,7 +173,8 @@ def _execute(spec, record: dict, run_dir: Path, logger) -> None:
     else:
         scope = fixed_scope(spec.method, workload.bias_map())
     settings = replace(settings, desc=f"{spec.task.name} {scope.describe()} s{spec.seed}")
-    result, _ = fit(workload, scope, settings, cache, logger)
+    result = fit(workload, scope, settings, cache, logger)[0]   # the trained model is not kept: export needs
+    runtime.free_device_memory()                                  # only its state, and one model at a time fits
 
     if result.head_params is not None:   # the task head's share (MPNet / RoBERTa: ~590 k of every run's count)
         record["head_params"] = result.head_params

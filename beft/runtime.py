@@ -2,6 +2,7 @@
 task files are. Plain values in, plain values out: the spec builder (beft.config) asks, nothing else needs to."""
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -35,3 +36,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise BeftError(f"trainer.precision={precision} needs a CUDA device, and this run is on {device.type}; "
                         f"valid here: auto, fp32")
     return precision
+
+
+def free_device_memory() -> None:
+    """Return what dropped models held: Python's cycles first (a model refers to itself through its modules),
+    then the CUDA allocator's cache, so the next model loads into memory that is really free."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -61,6 +61,9 @@ class Workload(Protocol):
     def bias_map(self):
         """BiasMap of the model as new_model builds it, without loading weights."""
 
+    def skeleton(self) -> torch.nn.Module:
+        """The model as new_model builds it, on the meta device: its structure and names, no weights."""
+
     def batches(self, data, batch_size: int, generator: torch.Generator | None = None, **kwargs):
         """Padded batches (in a seeded random order when a generator is given)."""
 

@@ -95,8 +95,12 @@ class DecoderWorkload:
 
     def bias_map(self) -> BiasMap:
         """Bias cells of the model as `new_model` builds it (added biases included), without loading weights."""
+        return BiasMap(self.skeleton())
+
+    def skeleton(self):
+        """The model as `new_model` builds it (with its adapter) on the meta device: structure and names only."""
         raw = causal_lm.skeleton(self.run.model)
-        return BiasMap(add_adapter(raw, self.adapter, self.run.method, BiasMap(raw), init=False))
+        return add_adapter(raw, self.adapter, self.run.method, BiasMap(raw), init=False)
 
     def identity(self) -> dict:
         adapter = None

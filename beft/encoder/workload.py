@@ -75,7 +75,11 @@ class EncoderWorkload:
 
     def bias_map(self) -> BiasMap:
         """The model's bias cells, from its structure alone (no weights are loaded)."""
-        return BiasMap(encoder_skeleton(self.run.model, self.num_labels))
+        return BiasMap(self.skeleton())
+
+    def skeleton(self):
+        """The model on the meta device (structure and names, no weights)."""
+        return encoder_skeleton(self.run.model, self.num_labels)
 
     def batcher(self, batch_size: int) -> Batcher:
         return Batcher(self.tokenizer, batch_size, self.max_length, self.pad_to_max_length)

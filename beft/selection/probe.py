@@ -17,6 +17,7 @@ from beft.bias_map import BiasMap, Cell
 from beft.cache import Cache
 from beft.errors import BeftError
 from beft.fingerprint import digest
+from beft.runtime import free_device_memory
 from beft.fit import Fit, cached_fit, fit, restore, snapshot_step, training_inputs
 from beft.train import TrainSettings
 from beft.trainable import Scope
@@ -38,6 +39,11 @@ class Probe:
         if self._model is None:
             self._model = restore(workload, self.fit)
         return self._model
+
+    def release(self) -> None:
+        """Let the probe's model go (scoring is done): the next training loads its own, and one model at a time
+        fits the device."""
+        self._model = None
 
 
 def probe_settings(method_cfg, settings: TrainSettings) -> TrainSettings:
@@ -64,11 +70,27 @@ def run_probe(method_cfg, workload, bias_map: BiasMap, settings: TrainSettings, 
         settings = replace(settings, max_steps=step)
     if result is None:
         result, model = fit(workload, Scope("all_biases"), settings, cache)
-    start_model, _ = workload.new_model()
-    pretrained = {n: p.detach().cpu().clone() for n, p in start_model.named_parameters() if n in result.state}
+    pretrained = result.start if result.start is not None and set(result.start) >= set(result.state) \
+        else pretrained_values(workload, set(result.state), alive=model)
     b0 = {c: pretrained[bias_map.param_name(c)].double() for c in cells}
     bf = {c: result.state[bias_map.param_name(c)].double() for c in cells}
     return Probe(result, b0, bf, pretrained, time.perf_counter() - start, model)
+
+
+def pretrained_values(workload, names: set, alive=None) -> dict:
+    """The pre-trained values of `names`, for a training cached before it kept them (Fit.start): read from a
+    model loaded while no other is alive (a probe's own model, `alive`, is set aside on the CPU meanwhile)."""
+    device = None
+    if alive is not None:
+        device = next(alive.parameters()).device
+        alive.to("cpu")
+    model, _ = workload.new_model()
+    values = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in names}
+    del model
+    free_device_memory()
+    if alive is not None:
+        alive.to(device)
+    return values
 
 
 def _from_full_probe(workload, settings: TrainSettings, cache: Cache, step: int) -> Fit | None:
