@@ -121,7 +121,7 @@ def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) ->
     head_params = sum(p.numel() for n, p in model.named_parameters() if n in head and p.requires_grad)
     log.info("trainable parameters: %s of %s (%.4f%%) [%s]", f"{trainable:,}", f"{total:,}",
              100 * trainable / total, scope.describe())
-    start = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if bias_like(n)}
+    b0 = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if bias_like(n)}
     inert_keys = InertKeyBiases(model, bias_map)
     evaluation = EpochEvaluation(workload, model, settings.eval_every_epoch, logger)
 
@@ -154,7 +154,7 @@ def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) ->
     if sum(p.numel() for p in model.parameters() if p.requires_grad) <= STATE_LIMIT:  # what would be stored
         result.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
         result.snapshots = snapshots
-        result.start = {n: v for n, v in start.items() if n in result.state}
+        result.start = {n: v for n, v in b0.items() if n in result.state}
     return result, model
 
 

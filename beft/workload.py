@@ -54,6 +54,11 @@ class Workload(Protocol):
     eval_sets: dict                    # {split name: encoded split}
     main_metric: str                   # "<split>/<metric>" the record reports
     source: dict                       # where the data came from (files and their sha256, or the hub)
+    eval_batch_size: int               # rows per evaluation batch (the memory plan may lower the config's)
+    weights_dtype: torch.dtype         # the dtype the frozen weights load in
+
+    def batch_shape(self) -> dict:
+        """{"candidates": rows per training example, "length": the longest row, "new_tokens": generated}"""
 
     def new_model(self) -> tuple[torch.nn.Module, dict]:
         """(the model with a freshly seeded head or adapter, weights provenance)"""

@@ -53,6 +53,8 @@ class EncoderWorkload:
             self.eval_sets["train"] = self.train_set
         self.main_metric = f"{next(iter(self.data.eval))}/{run.task.main_metric}"
         self.source = self.data.source
+        self.eval_batch_size = int(t.eval_batch_size)   # the memory plan may lower it (beft.memory_plan)
+        self.weights_dtype = torch.float32
 
     def _prepare(self):
         data = load_task(self.run.task, self.run.data_dir, self.run.train_size, self.run.seed)
@@ -76,6 +78,11 @@ class EncoderWorkload:
     def bias_map(self) -> BiasMap:
         """The model's bias cells, from its structure alone (no weights are loaded)."""
         return BiasMap(self.skeleton())
+
+    def batch_shape(self) -> dict:
+        """What a batch holds, for the memory plan: rows per example, the longest row, tokens generated."""
+        longest = max((max(d.lengths, default=1) for d in (self.train_set, *self.eval_sets.values())), default=1)
+        return {"candidates": 1, "length": self.max_length if self.pad_to_max_length else longest, "new_tokens": 0}
 
     def skeleton(self):
         """The model on the meta device (structure and names, no weights)."""
@@ -115,7 +122,7 @@ class EncoderWorkload:
         was_training = model.training
         model.eval()
         total = 0.0
-        for batch in self.batches(data, self.run.trainer.eval_batch_size):
+        for batch in self.batches(data, self.eval_batch_size):
             batch = to_device(batch, self.device)
             with autocast(self.device, self.precision):
                 total += float(self.loss(model, batch)) * len(batch["labels"])
@@ -123,7 +130,7 @@ class EncoderWorkload:
         return total / len(data)
 
     def evaluate(self, model) -> dict[str, float]:
-        batcher = self.batcher(self.run.trainer.eval_batch_size)
+        batcher = self.batcher(self.eval_batch_size)
         scores = {}
         for split, data in self.eval_sets.items():
             for name, value in evaluate(model, batcher, data, self.task.metrics, self.regression, self.device,
