@@ -30,8 +30,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "auto":   # bf16 where the GPU has it; else fp16 with a gradient scaler (V100, T4); CPU: fp32
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     if precision != "fp32" and device.type != "cuda":   # autocast is CUDA-only here: the record would claim bf16
         raise BeftError(f"trainer.precision={precision} needs a CUDA device, and this run is on {device.type}; "
                         f"valid here: auto, fp32")

@@ -24,7 +24,7 @@ from beft.decoder.templates import get_template
 from beft.errors import BeftError
 from beft.evaluate import autocast, to_device
 from beft.method_table import Adapter
-from beft.models import load_tokenizer
+from beft.models import enable_checkpointing, load_tokenizer, place
 
 MAX_NEW_TOKENS = 50
 
@@ -84,8 +84,9 @@ class DecoderWorkload:
     def load_base(self, dtype: torch.dtype | None = None):
         """The pretrained causal LM without any adapter, on the workload's device."""
         dtype = dtype or causal_lm.weights_dtype(self.device, self.precision, self.method)
-        model, source = causal_lm.load_causal_lm(self.run.model, dtype, self.run.trainer.attn_implementation)
-        return model.to(self.device), source
+        model, source = causal_lm.load_causal_lm(self.run.model, dtype, self.run.trainer.attn_implementation,
+                                                 device=self.device)
+        return place(model, self.run.model, self.device), source
 
     def new_model(self):
         """The pretrained model with the method's adapter (seeded), trainable parts in fp32."""
@@ -93,7 +94,9 @@ class DecoderWorkload:
         base, source = self.load_base()
         model = add_adapter(base, self.adapter, self.run.method, BiasMap(base), seed=self.run.seed)
         causal_lm.keep_trainable_fp32(model)
-        return model.to(self.device), source
+        if self.run.trainer.get("gradient_checkpointing"):
+            enable_checkpointing(model)
+        return (model if self.run.model.get("device_map") else model.to(self.device)), source
 
     def bias_map(self) -> BiasMap:
         """Bias cells of the model as `new_model` builds it (added biases included), without loading weights."""

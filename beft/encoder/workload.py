@@ -16,7 +16,7 @@ from beft.data import load_task
 from beft.evaluate import autocast, evaluate, loss_from_logits, to_device
 from beft.bias_map import BiasMap
 from beft.fingerprint import model_identity
-from beft.models import encoder_skeleton, load_encoder, load_tokenizer
+from beft.models import enable_checkpointing, encoder_skeleton, load_encoder, load_tokenizer, place
 
 
 # Data read and tokenized once per process for each (task, data, subset, tokenizer, max length): the jobs of a
@@ -73,7 +73,9 @@ class EncoderWorkload:
         """The pretrained backbone with a task head seeded by the run's seed: the same start for every method."""
         set_seed(self.run.seed)
         model, source = load_encoder(self.run.model, self.num_labels, self.run.trainer.attn_implementation)
-        return model.to(self.device), source
+        if self.run.trainer.get("gradient_checkpointing"):
+            enable_checkpointing(model)
+        return place(model, self.run.model, self.device), source
 
     def bias_map(self) -> BiasMap:
         """The model's bias cells, from its structure alone (no weights are loaded)."""
