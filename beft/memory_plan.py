@@ -65,6 +65,7 @@ class Job:
     checkpointing: bool = False
     optimizer: str = "adamw"
     weights_need_inputs: bool = False   # weights (full, LoRA) train: every Linear's input is saved too
+    lm_logits: bool = True              # a vocabulary-wide logit per token (decoders; an encoder's head is tiny)
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,12 @@ class Plan:
 
 
 def per_token_layer_bytes(shape: Shape, job: Job) -> int:
-    """Saved activations of one layer per token: norms, q k v and attention output, the MLP's wide tensors
-    (and with trainable weights, every Linear input)."""
-    h, f = shape.hidden, shape.ffn * (3 if shape.gated else 2)
-    count = 8 * h + 2 * shape.kv_dim + f + (2 * h + f // 2 if job.weights_need_inputs else 0)
+    """Saved activations of one layer per token. Bias-only backward needs what the nonlinearities and norms
+    read (both norms' inputs, q k v and the attention output, the MLP activation's input: two ffn-wide tensors
+    when gated); trainable weights (full, LoRA) need every Linear's input too (the two norms' outputs and the
+    MLP activation's output)."""
+    h, f = shape.hidden, shape.ffn * (2 if shape.gated else 1)
+    count = 4 * h + 2 * shape.kv_dim + f + ((2 * h + shape.ffn) if job.weights_need_inputs else 0)
     return count * job.act_bytes
 
 
@@ -109,7 +112,7 @@ def estimate(skeleton: torch.nn.Module, weight_dtype: torch.dtype, job: Job) -> 
     per_layer = per_token_layer_bytes(shape, job)
     saved = (shape.layers * shape.hidden * job.act_bytes + per_layer) if job.checkpointing \
         else shape.layers * per_layer
-    logits = shape.vocab * (job.act_bytes + 4 + 4)   # the logits, their fp32 log-softmax, its gradient
+    logits = shape.vocab * (job.act_bytes + 4 + 4) if job.lm_logits else 0   # logits, fp32 log-softmax, gradient
     activations = tokens * (saved + logits) if trainable else 0
     evaluation = evaluation_bytes(shape, job, job.eval_rows)
     return Plan(weights, state, activations, evaluation)
@@ -118,7 +121,8 @@ def estimate(skeleton: torch.nn.Module, weight_dtype: torch.dtype, job: Job) -> 
 def evaluation_bytes(shape: Shape, job: Job, rows: int) -> int:
     """One evaluation batch: its logits and one layer's transient tensors, plus the generation cache."""
     length = job.length + job.new_tokens
-    transient = rows * length * (shape.vocab * (job.act_bytes + 4) + per_token_layer_bytes(shape, job))
+    logits = shape.vocab * (job.act_bytes + 4) if job.lm_logits else 0
+    transient = rows * length * (logits + per_token_layer_bytes(shape, job))
     kv_cache = 2 * shape.layers * shape.kv_dim * rows * length * job.act_bytes if job.new_tokens else 0
     return transient + kv_cache
 
@@ -161,7 +165,8 @@ def job_of(spec, workload) -> Job:
     return Job(train_rows=s.batch_size * shape["candidates"], length=shape["length"],
                eval_rows=workload.eval_batch_size * (shape["candidates"] if not shape["new_tokens"] else 1),
                new_tokens=shape["new_tokens"], act_bytes=4 if spec.precision == "fp32" else 2,
-               checkpointing=bool(spec.trainer.get("gradient_checkpointing")), optimizer=s.optimizer)
+               checkpointing=bool(spec.trainer.get("gradient_checkpointing")), optimizer=s.optimizer,
+               lm_logits=workload.kind == "decoder")
 
 
 def budget_of(spec) -> tuple[int | None, str]:
