@@ -110,3 +110,31 @@ def test_the_adapter_from_the_skeleton_equals_the_adapter_from_the_loaded_model(
     b = load_file(tmp_path / "skeleton" / "adapter_model.safetensors")
     assert sorted(a) == sorted(b) and len(a) == 3
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_training_cached_without_its_start_still_exports_the_same_adapter(make_cfg, counts, monkeypatch, tmp_path):
+    """A training cached before Fit.start existed: b_0 is read from a model loaded once the trained one is gone."""
+    from beft import fit as fit_module
+
+    cache = f"cache_dir={tmp_path / 'cache'}"
+    train = fit_module._train
+
+    def without_start(*args, **kwargs):
+        result, model = train(*args, **kwargs)
+        result.start = None
+        return result, model
+    monkeypatch.setattr(fit_module, "_train", without_start)
+    first = run(make_cfg("model=tiny-opt", "method=fixed-v", *QUICK, cache))
+    monkeypatch.setattr(fit_module, "_train", train)
+    again = run(make_cfg("model=tiny-opt", "method=fixed-v", *QUICK, cache, "force=record"))
+    assert again["training"]["reused"] and again["adapter"]["written"]
+    folder = tmp_path / "runs" / again["run_id"] / "adapter" / "adapter_model.safetensors"
+    from safetensors.torch import load_file
+
+    reference = run(make_cfg("model=tiny-opt", "method=fixed-v", *QUICK, f"cache_dir={tmp_path / 'fresh'}",
+                             "force=true"))
+    assert reference["key"] == first["key"]
+    b = load_file(tmp_path / "runs" / reference["run_id"] / "adapter" / "adapter_model.safetensors")
+    a = load_file(folder)
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert max(counts["export"]) == 0

@@ -60,11 +60,14 @@ def test_fp16_trains_through_the_gradient_scaler_with_the_same_steps(make_cfg):
         assert torch.allclose(fp16[name], fp32[name], atol=1e-6, rtol=0), name
 
 
-def test_auto_precision_is_fp32_on_the_cpu_and_fp16_is_refused_there():
+def test_auto_precision_is_bf16_else_fp16_on_cuda_fp32_on_the_cpu_and_fp16_is_refused_there(monkeypatch):
     from beft.errors import BeftError
     from beft.runtime import resolve_precision
 
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    for supported, chosen in ((True, "bf16"), (False, "fp16")):   # an A100 / H100; a V100 / T4
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, s=supported: s)
+        assert resolve_precision("auto", torch.device("cuda")) == chosen
     with pytest.raises(BeftError, match="needs a CUDA device"):
         resolve_precision("fp16", torch.device("cpu"))
 
