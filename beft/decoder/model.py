@@ -33,13 +33,14 @@ def context_length(config) -> int:
 
 def load_causal_lm(model_cfg, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa",
                    device: torch.device | None = None):
-    """(model, weights provenance). Tiny models get fixed random weights (`weights_seed`) with small biases; on
-    CUDA in half precision (random weights of a real model's shape, scripts/gpu_scale.py) they are made there,
-    in that dtype, never in fp32 on the CPU first."""
+    """(model, weights provenance). Tiny models get fixed random weights (`weights_seed`) with small biases. A
+    random model of a real shape (`init_on_device: true`, conf/model/shape-*.yaml) is made where it runs, in its
+    dtype, never in fp32 on the CPU first (a 7B model would take 27 GB and minutes); its random weights then
+    come from that device's generator. Tiny test models are always made on the CPU: the same weights anywhere."""
     load_kwargs = {"dtype": dtype}
     if model_cfg.get("device_map") and not model_cfg.get("tiny"):   # accelerate places the layers as they load
         load_kwargs.update(device_map=model_cfg.device_map, max_memory=plain_memory(model_cfg.get("max_memory")))
-    if model_cfg.get("tiny") and device is not None and dtype != torch.float32:
+    if model_cfg.get("tiny") and model_cfg.get("init_on_device") and device is not None:
         with torch.device(device), default_dtype(dtype):
             model, source = load_weights(AutoModelForCausalLM, model_cfg, attn_implementation)
         return model, source
