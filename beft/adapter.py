@@ -68,11 +68,12 @@ def export_adapter(workload, result: Fit, out_dir: Path) -> dict:
 def _pretrained(workload, result: Fit) -> dict:
     """b_0 of the trained biases: kept by the training (Fit.start), else (a training cached before it was kept)
     read from a model loaded now, when the trained one is gone."""
-    if result.start is not None and set(result.start) >= set(result.state):
+    needed = {n for n in result.state if n.endswith(".bias")}   # a Linear bias's b_0 (added ones start at 0)
+    if result.start is not None and set(result.start) >= needed:
         return result.start
     from beft.selection.probe import pretrained_values
 
-    return pretrained_values(workload, set(result.state))
+    return pretrained_values(workload, needed)
 
 
 def write_adapter(base: nn.Module, targets: dict, head_params: dict, task_type: str, out_dir: Path) -> dict:

@@ -114,6 +114,8 @@ class EpochEvaluation:
 
 def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) -> tuple[Fit, object]:
     model, source = workload.new_model()
+    # b_0, before a scope reparametrises any bias (bias_updates): a few numbers per layer, kept on the CPU
+    b0 = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if bias_like(n)}
     bias_map = BiasMap(model)
     trainable = apply_scope(model, bias_map, scope)
     total = num_parameters(model)
@@ -121,7 +123,6 @@ def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) ->
     head_params = sum(p.numel() for n, p in model.named_parameters() if n in head and p.requires_grad)
     log.info("trainable parameters: %s of %s (%.4f%%) [%s]", f"{trainable:,}", f"{total:,}",
              100 * trainable / total, scope.describe())
-    b0 = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if bias_like(n)}
     inert_keys = InertKeyBiases(model, bias_map)
     evaluation = EpochEvaluation(workload, model, settings.eval_every_epoch, logger)
 

@@ -47,6 +47,13 @@ def counts(monkeypatch):
                     note(_stage)
                     return _original(*args, **kwargs)
                 setattr(workload, stage, wrapper)
+            load = workload.new_model
+
+            def new_model(*args, **kwargs):   # every load, whatever asks for it: the new model is the only one
+                model = load(*args, **kwargs)
+                note("load")
+                return model
+            workload.new_model = new_model
             return workload
         return make_workload
 
@@ -70,8 +77,12 @@ def test_one_model_at_every_stage(make_cfg, counts, model, method, tmp_path):
     record = run(make_cfg(f"model={model}", "task=sst2", f"method={method}", *QUICK,
                           f"cache_dir={tmp_path / 'cache'}"))
     assert record["status"] == "ok"
-    assert counts["loss"] and counts["evaluate"]
-    for stage in ("loss", "mean_loss", "evaluate"):       # a model trains or is scored: it is the only one
+    assert counts["loss"] and counts["evaluate"] and counts["load"]
+    if method in ("fixed-v", "lora", "prefix", "lora_bias"):   # no selection: the job loads one model, once
+        assert counts["load"] == [1]
+    else:                                                    # the probe's, then the final training's
+        assert len(counts["load"]) == 2
+    for stage in ("load", "loss", "mean_loss", "evaluate"):   # a model loads, trains or is scored: the only one
         assert set(counts.get(stage, [1])) == {1}, (stage, counts[stage])
     if method == "causal":
         assert counts["mean_loss"]                         # the interventions ran, on the probe's model alone

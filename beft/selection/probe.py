@@ -18,7 +18,7 @@ from beft.cache import Cache
 from beft.errors import BeftError
 from beft.fingerprint import digest
 from beft.runtime import free_device_memory
-from beft.fit import Fit, cached_fit, fit, restore, snapshot_step, training_inputs
+from beft.fit import Fit, bias_like, cached_fit, fit, restore, snapshot_step, training_inputs
 from beft.train import TrainSettings
 from beft.trainable import Scope
 
@@ -70,8 +70,9 @@ def run_probe(method_cfg, workload, bias_map: BiasMap, settings: TrainSettings, 
         settings = replace(settings, max_steps=step)
     if result is None:
         result, model = fit(workload, Scope("all_biases"), settings, cache)
-    pretrained = result.start if result.start is not None and set(result.start) >= set(result.state) \
-        else pretrained_values(workload, set(result.state), alive=model)
+    needed = {n for n in result.state if bias_like(n)}   # the head is not scored, nor reverted by causal
+    pretrained = {n: result.start[n] for n in needed} if result.start is not None and set(result.start) >= needed \
+        else pretrained_values(workload, needed, alive=model)
     b0 = {c: pretrained[bias_map.param_name(c)].double() for c in cells}
     bf = {c: result.state[bias_map.param_name(c)].double() for c in cells}
     return Probe(result, b0, bf, pretrained, time.perf_counter() - start, model)
