@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from beft.files import atomic_folder
-from beft.fit import Fit
+from beft.fit import Fit, pretrained_values
 
 PEFT_PREFIX = "base_model.model."
 
@@ -71,8 +71,6 @@ def _pretrained(workload, result: Fit) -> dict:
     needed = {n for n in result.state if n.endswith(".bias")}   # a Linear bias's b_0 (added ones start at 0)
     if result.start is not None and set(result.start) >= needed:
         return result.start
-    from beft.selection.probe import pretrained_values
-
     return pretrained_values(workload, needed)
 
 

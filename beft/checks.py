@@ -251,7 +251,8 @@ def check_values(cfg) -> None:
             raise choices_error(f"trainer.{name}", t.get(name), valid)
     budget = t.get("memory_budget_gib")
     if budget is not None and not (_number(budget) and math.isfinite(budget) and budget > 0):
-        raise _bad("trainer.memory_budget_gib", budget, "the GiB a job may use (> 0), or null for what the GPU has free")
+        raise _bad("trainer.memory_budget_gib", budget,
+                   "the GiB a job may use (> 0), or null for what the GPU has free")
     if not isinstance(t.get("gradient_checkpointing", False), bool):
         raise _bad("trainer.gradient_checkpointing", t.get("gradient_checkpointing"), "true or false")
     device_map = cfg.model.get("device_map")

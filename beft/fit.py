@@ -14,6 +14,7 @@ from beft.cache import Cache
 from beft.fingerprint import code_version, digest
 from beft.models import num_parameters
 from beft.record import without_neutral
+from beft.runtime import free_device_memory
 from beft.train import TrainLog, TrainSettings, train
 from beft.trainable import InertKeyBiases, Scope, apply_scope
 
@@ -177,6 +178,22 @@ def restore(workload, result: Fit):
             if name in result.state:
                 param.copy_(result.state[name].to(param.device))
     return model
+
+
+def pretrained_values(workload, names: set, alive=None) -> dict:
+    """The pre-trained values of `names`, for a training cached before it kept them (Fit.start): read from a
+    model loaded while no other is alive (a probe's own model, `alive`, is set aside on the CPU meanwhile)."""
+    device = None
+    if alive is not None:
+        device = next(alive.parameters()).device
+        alive.to("cpu")
+    model, _ = workload.new_model()
+    values = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in names}
+    del model
+    free_device_memory()
+    if alive is not None:
+        alive.to(device)
+    return values
 
 
 # Scopes whose kept state is exactly their trainable parameters (random_weights keeps whole weight matrices of

@@ -220,9 +220,9 @@ def place(model, model_cfg, device: torch.device):
     from accelerate import dispatch_model, infer_auto_device_map
 
     if isinstance(device_map, str):
-        max_memory = {(int(k) if str(k).isdigit() else k): v for k, v in dict(model_cfg.get("max_memory") or {}).items()}
+        limits = {(int(k) if str(k).isdigit() else k): v for k, v in dict(model_cfg.get("max_memory") or {}).items()}
         no_split = getattr(model, "_no_split_modules", None) or []
-        device_map = infer_auto_device_map(model, max_memory=max_memory or None, no_split_module_classes=no_split)
+        device_map = infer_auto_device_map(model, max_memory=limits or None, no_split_module_classes=no_split)
     return dispatch_model(model, device_map=dict(device_map))
 
 

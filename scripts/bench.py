@@ -319,7 +319,8 @@ def job_memory(args) -> str:
     work = Path(tempfile.mkdtemp(prefix="job-memory-"))
     checkouts = [("before", Path(args.before).resolve())] if args.before else []
     checkouts.append(("now", REPO))
-    lines = [f"| code | beft job peak RSS (MiB) | fixed-v job peak RSS (MiB) | beft / fixed-v |", "|---|---:|---:|---:|"]
+    lines = ["| code | beft job peak RSS (MiB) | fixed-v job peak RSS (MiB) | beft / fixed-v |",
+             "|---|---:|---:|---:|"]
     for label, checkout in checkouts:
         peaks = {}
         for method in ("fixed-v", "beft"):

@@ -179,8 +179,8 @@ def ratios(results: dict) -> list[str]:
         if key[0] == "B" and r.get("status") == "ok":
             plan, peak = r["memory"]["plan_gib"], r["memory"].get("peak_gib")
             bound = plan["weights"] + plan["activations"]
-            out.append(f"- {key[1]} checkpointing {key[2]}: peak {peak if peak is not None else '—'} GiB vs weights + "
-                       f"activations {bound:.2f} GiB" + (f" ({peak / bound:.2f}x; goal <= 1.3x)" if peak else "")
+            shown = peak if peak is not None else "—"
+            out.append(f"- {key[1]} checkpointing {key[2]}: peak {shown} GiB vs weights + activations {bound:.2f} GiB" + (f" ({peak / bound:.2f}x; goal <= 1.3x)" if peak else "")
                        + f"; adapter {'written' if r['adapter']['written'] else 'not written'}")
     split, unsplit = results.get(("C", "zero_shot split")), results.get(("C", "zero_shot unsplit"))
     if split and unsplit and split.get("status") == unsplit.get("status") == "ok":

@@ -17,8 +17,8 @@ from beft.bias_map import BiasMap, Cell
 from beft.cache import Cache
 from beft.errors import BeftError
 from beft.fingerprint import digest
-from beft.runtime import free_device_memory
-from beft.fit import Fit, bias_like, cached_fit, fit, restore, snapshot_step, training_inputs
+from beft.fit import (Fit, bias_like, cached_fit, fit, pretrained_values, restore, snapshot_step,
+                      training_inputs)
 from beft.train import TrainSettings
 from beft.trainable import Scope
 
@@ -76,22 +76,6 @@ def run_probe(method_cfg, workload, bias_map: BiasMap, settings: TrainSettings, 
     b0 = {c: pretrained[bias_map.param_name(c)].double() for c in cells}
     bf = {c: result.state[bias_map.param_name(c)].double() for c in cells}
     return Probe(result, b0, bf, pretrained, time.perf_counter() - start, model)
-
-
-def pretrained_values(workload, names: set, alive=None) -> dict:
-    """The pre-trained values of `names`, for a training cached before it kept them (Fit.start): read from a
-    model loaded while no other is alive (a probe's own model, `alive`, is set aside on the CPU meanwhile)."""
-    device = None
-    if alive is not None:
-        device = next(alive.parameters()).device
-        alive.to("cpu")
-    model, _ = workload.new_model()
-    values = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in names}
-    del model
-    free_device_memory()
-    if alive is not None:
-        alive.to(device)
-    return values
 
 
 def _from_full_probe(workload, settings: TrainSettings, cache: Cache, step: int) -> Fit | None:
