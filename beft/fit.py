@@ -11,6 +11,7 @@ import torch
 from beft import bias_updates
 from beft.bias_map import BiasMap
 from beft.cache import Cache
+from beft.errors import BeftError
 from beft.fingerprint import code_version, digest
 from beft.models import num_parameters
 from beft.record import without_neutral
@@ -119,6 +120,7 @@ def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) ->
     b0 = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if bias_like(n)}
     bias_map = BiasMap(model)
     trainable = apply_scope(model, bias_map, scope)
+    check_placed(model)
     total = num_parameters(model)
     head = set(bias_map.head_param_names(model))
     head_params = sum(p.numel() for n, p in model.named_parameters() if n in head and p.requires_grad)
@@ -158,6 +160,16 @@ def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) ->
         result.snapshots = snapshots
         result.start = {n: v for n, v in b0.items() if n in result.state}
     return result, model
+
+
+def check_placed(model) -> None:
+    """A model spread by model.device_map must keep what trains on a real device: accelerate's CPU / disk
+    offload holds a module's weights outside it (on `meta`), where an optimizer step would never land."""
+    offloaded = [n for n, p in model.named_parameters() if p.requires_grad and p.is_meta]
+    if offloaded:
+        raise BeftError(f"model.max_memory offloads {len(offloaded)} trainable parameters (first: {offloaded[0]}) "
+                        "to the CPU or disk, where they cannot train; give the GPUs more room in model.max_memory, "
+                        "or offload only what is frozen")
 
 
 def bias_like(name: str) -> bool:

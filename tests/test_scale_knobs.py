@@ -100,3 +100,20 @@ def test_accelerate_hooks_give_the_same_logits(make_cfg):
     ids = torch.randint(0, 1000, (2, 12))
     with torch.no_grad():
         assert torch.allclose(mapped(input_ids=ids).logits, plain(input_ids=ids).logits, atol=1e-5)
+
+
+def test_trainable_parameters_offloaded_by_a_device_map_are_refused_in_one_line():
+    from torch import nn
+
+    from beft.errors import BeftError
+    from beft.fit import check_placed
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    check_placed(model)                                  # all on a real device: fine
+    with torch.device("meta"):
+        model[1] = nn.Linear(4, 4)                       # what accelerate leaves of an offloaded module
+    with pytest.raises(BeftError, match=r"offloads 2 trainable parameters \(first: 1.weight\)"):
+        check_placed(model)
+    for p in model[1].parameters():
+        p.requires_grad_(False)                          # frozen and offloaded: fine
+    check_placed(model)
