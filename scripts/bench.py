@@ -300,14 +300,23 @@ def error_table(repeats: int) -> str:
     return "\n".join(lines + [""] + [f"error line of run.py {row['command']}: {row['line'][:120]}" for row in r["rows"]])
 
 
+# Runs argv[2:] as its child and writes "<peak RSS KiB> <exit code>" to argv[1]. A child's peak RSS (wait4)
+# counts the memory of the process it was forked from until it execs: from this small interpreter (-S, nothing
+# imported) that is a few MiB, the same for every job, where forking from a process holding torch would add GBs.
+_MEASURE = ("import os, sys\npid = os.fork()\nif pid == 0:\n    os.execvp(sys.argv[2], sys.argv[2:])\n"
+            "_, status, usage = os.wait4(pid, 0)\n"
+            "open(sys.argv[1], 'w').write(f'{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}')")
+
+
 def peak_rss_mib(cmd: list[str], cwd: Path, log: Path) -> tuple[float, int]:
-    """(peak resident memory of the child process in MiB, its exit code): the kernel's own count (wait4)."""
+    """(peak resident memory of `cmd`'s process in MiB, its exit code): the kernel's own count (wait4)."""
+    result = log.with_suffix(".rss")
     with open(log, "w") as out:
-        child = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                 env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
-        _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss / 1024, child.returncode
+        subprocess.run([sys.executable, "-S", "-c", _MEASURE, str(result), *cmd], cwd=cwd, stdout=out,
+                       stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"},
+                       check=True)
+    kib, code = result.read_text().split()
+    return int(kib) / 1024, int(code)
 
 
 def job_memory(args) -> str:
