@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from beft.files import atomic_folder
-from beft.fit import Fit
+from beft.fit import Fit, pretrained_values
 
 PEFT_PREFIX = "base_model.model."
 
@@ -39,8 +39,11 @@ def export_adapter(workload, result: Fit, out_dir: Path) -> dict:
     if others:
         return {"written": False, "reason": f"the run trains {others[0]}, which is not a bias"}
 
-    model, _ = workload.new_model()          # the pretrained values, and the model to attach the adapter to
-    params, modules = dict(model.named_parameters()), dict(model.named_modules())
+    # The trained model is gone by now (one model at a time on the device): the structure comes from the meta
+    # skeleton, the pre-trained biases from the training's own start (Fit.start).
+    model = workload.skeleton()
+    modules = dict(model.named_modules())
+    pretrained = _pretrained(workload, result)
     # A top-level module that is all head (BERT's classifier) is saved whole; a head bias inside the backbone
     # (BERT's pooler bias) is a Linear bias like any other and becomes a BEFT target.
     tops = {n.split(".")[0] for n in result.state if any(p.search(n) for p in head)}
@@ -53,7 +56,7 @@ def export_adapter(workload, result: Fit, out_dir: Path) -> dict:
         elif ".beft_bias." in name:          # an added bias: the adapter holds it as is
             targets[name.split(".beft_bias.")[0].removeprefix(PEFT_PREFIX)] = value.flatten()
         elif name.endswith(".bias") and isinstance(modules.get(name[:-5]), nn.Linear):
-            targets[name[:-5]] = (value - params[name].detach().cpu()).flatten()
+            targets[name[:-5]] = (value - pretrained[name]).flatten()
         else:
             return {"written": False, "reason": f"the run trains {name}, which is not the bias of a Linear layer"}
     if not targets:  # MPNet's head has no bias inside the backbone: a head-only run has no BEFT adapter to write
@@ -62,10 +65,20 @@ def export_adapter(workload, result: Fit, out_dir: Path) -> dict:
     return write_adapter(base, targets, head_params, workload.peft_task_type, out_dir)
 
 
+def _pretrained(workload, result: Fit) -> dict:
+    """b_0 of the trained biases: kept by the training (Fit.start), else (a training cached before it was kept)
+    read from a model loaded now, when the trained one is gone."""
+    needed = {n for n in result.state if n.endswith(".bias")}   # a Linear bias's b_0 (added ones start at 0)
+    if result.start is not None and set(result.start) >= needed:
+        return result.start
+    return pretrained_values(workload, needed)
+
+
 def write_adapter(base: nn.Module, targets: dict, head_params: dict, task_type: str, out_dir: Path) -> dict:
-    """Save a BEFT adapter for `base` (a model without adapter): `targets` {Linear module name: the change of its
-    bias (the whole bias where the module has none)}, `head_params` {parameter name: value} of the top-level
-    modules saved whole. Returns what the record says of it."""
+    """Save a BEFT adapter for `base` (a model without adapter, with weights or a meta-device skeleton): `targets`
+    {Linear module name: the change of its bias (the whole bias where the module has none)}, `head_params`
+    {parameter name: value} of the top-level modules saved whole. Only the adapter's own tensors are made real
+    (on the CPU), so a skeleton never costs a model's memory. Returns what the record says of it."""
     from peft import BeftConfig, get_peft_model
 
     to_save = sorted({n.split(".")[0] for n in head_params})
@@ -77,8 +90,13 @@ def write_adapter(base: nn.Module, targets: dict, head_params: dict, task_type: 
     inner = adapted.base_model.model
     with torch.no_grad():
         for module, value in targets.items():
-            bias = inner.get_submodule(module).beft_bias["default"]
-            bias.copy_(value.view_as(bias).to(bias.dtype))
+            biases = inner.get_submodule(module).beft_bias
+            bias = biases["default"]
+            biases["default"] = nn.Parameter(value.detach().cpu().view(bias.shape).to(bias.dtype).clone())
+        for top in to_save:
+            saved = inner.get_submodule(top).modules_to_save["default"]
+            if any(p.is_meta for p in saved.parameters()):
+                saved.to_empty(device="cpu")   # the head alone, filled from the trained values below
         for name, value in head_params.items():
             top, rest = name.split(".", 1)
             inner.get_submodule(top).modules_to_save["default"].get_parameter(rest).copy_(value)

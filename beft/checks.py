@@ -249,6 +249,17 @@ def check_values(cfg) -> None:
                         ("optimizer", ("adamw", "sgd"))):
         if t.get(name) not in valid:
             raise choices_error(f"trainer.{name}", t.get(name), valid)
+    budget = t.get("memory_budget_gib")
+    if budget is not None and not (_number(budget) and math.isfinite(budget) and budget > 0):
+        raise _bad("trainer.memory_budget_gib", budget,
+                   "the GiB a job may use (> 0), or null for what the GPU has free")
+    if not isinstance(t.get("gradient_checkpointing", False), bool):
+        raise _bad("trainer.gradient_checkpointing", t.get("gradient_checkpointing"), "true or false")
+    device_map = cfg.model.get("device_map")
+    if device_map is not None and device_map not in ("auto", "balanced", "sequential") and \
+            not OmegaConf.is_dict(device_map) and not isinstance(device_map, dict):
+        raise _bad("model.device_map", device_map, "null (one device), auto, balanced, sequential, or a map "
+                                                   "{module name: device}, e.g. '{\"\": cpu}'")
     dropout = cfg.model.get("attention_dropout")
     if dropout is not None and not (_number(dropout) and 0 <= dropout < 1):
         raise _bad("model.attention_dropout", dropout, "a probability from 0 (off) to below 1, or null for the "

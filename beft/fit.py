@@ -11,9 +11,11 @@ import torch
 from beft import bias_updates
 from beft.bias_map import BiasMap
 from beft.cache import Cache
+from beft.errors import BeftError
 from beft.fingerprint import code_version, digest
 from beft.models import num_parameters
 from beft.record import without_neutral
+from beft.runtime import free_device_memory
 from beft.train import TrainLog, TrainSettings, train
 from beft.trainable import InertKeyBiases, Scope, apply_scope
 
@@ -51,6 +53,10 @@ class Fit:
     bias_update: dict = field(default_factory=dict)  # bias_updates scopes: form, shapes, trainable counts
     head_params: int | None = None        # of `trainable`, the task head's (None in trainings cached before)
     predictions: dict | None = None       # the final evaluation per example (None in trainings cached before)
+    # The pre-trained values of the kept biases (b_0), read from the training's own model before it trained, on
+    # CPU: the probe's scores and the adapter's Δb need them, and no second model is loaded to get them. None in
+    # trainings cached before it was kept (then they are read from a model loaded when no other is alive).
+    start: dict[str, torch.Tensor] | None = None
 
 
 def training_inputs(workload, scope: Scope, settings: TrainSettings) -> dict:
@@ -113,8 +119,11 @@ class EpochEvaluation:
 
 def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) -> tuple[Fit, object]:
     model, source = workload.new_model()
+    # b_0, before a scope reparametrises any bias (bias_updates): a few numbers per layer, kept on the CPU
+    b0 = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if bias_like(n)}
     bias_map = BiasMap(model)
     trainable = apply_scope(model, bias_map, scope)
+    check_placed(model)
     total = num_parameters(model)
     head = set(bias_map.head_param_names(model))
     head_params = sum(p.numel() for n, p in model.named_parameters() if n in head and p.requires_grad)
@@ -152,7 +161,23 @@ def _train(workload, scope: Scope, settings: TrainSettings, key: str, logger) ->
     if sum(p.numel() for p in model.parameters() if p.requires_grad) <= STATE_LIMIT:  # what would be stored
         result.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
         result.snapshots = snapshots
+        result.start = {n: v for n, v in b0.items() if n in result.state}
     return result, model
+
+
+def check_placed(model) -> None:
+    """A model spread by model.device_map must keep what trains on a real device: accelerate's CPU / disk
+    offload holds a module's weights outside it (on `meta`), where an optimizer step would never land."""
+    offloaded = [n for n, p in model.named_parameters() if p.requires_grad and p.is_meta]
+    if offloaded:
+        raise BeftError(f"model.max_memory offloads {len(offloaded)} trainable parameters (first: {offloaded[0]}) "
+                        "to the CPU or disk, where they cannot train; give the GPUs more room in model.max_memory, "
+                        "or offload only what is frozen")
+
+
+def bias_like(name: str) -> bool:
+    """A bias vector (own, or one PEFT added to a bias-free projection): a few numbers per layer."""
+    return name.endswith(".bias") or ".beft_bias." in name
 
 
 def restore(workload, result: Fit):
@@ -170,6 +195,22 @@ def restore(workload, result: Fit):
     return model
 
 
+def pretrained_values(workload, names: set, alive=None) -> dict:
+    """The pre-trained values of `names`, for a training cached before it kept them (Fit.start): read from a
+    model loaded while no other is alive (a probe's own model, `alive`, is set aside on the CPU meanwhile)."""
+    device = None
+    if alive is not None:
+        device = next(alive.parameters()).device
+        alive.to("cpu")
+    model, _ = workload.new_model()
+    values = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in names}
+    del model
+    free_device_memory()
+    if alive is not None:
+        alive.to(device)
+    return values
+
+
 # Scopes whose kept state is exactly their trainable parameters (random_weights keeps whole weight matrices of
 # which a few scalars train; bias_updates keeps the merged biases, not the update's own parameters).
 STATE_IS_TRAINABLE = ("targets", "all_biases", "all", "head", "adapter", "none")
@@ -182,9 +223,11 @@ _ENTRY_TYPES = {"key": str, "history": list, "steps": int, "train_seconds": (int
 def entry_of(result: Fit) -> tuple[dict, dict]:
     """A training as the cache stores it: its JSON fields, and its tensors under flat names (`state/<param>`,
     `snapshots/<step>/<param>`)."""
-    entry = {f.name: getattr(result, f.name) for f in fields(Fit) if f.name not in ("state", "snapshots", "reused")}
+    entry = {f.name: getattr(result, f.name) for f in fields(Fit)
+             if f.name not in ("state", "snapshots", "reused", "start")}
     entry["state_kept"] = result.state is not None
     tensors = {f"state/{name}": value for name, value in (result.state or {}).items()}
+    tensors.update({f"start/{name}": value for name, value in (result.start or {}).items()})
     for step, state in result.snapshots.items():
         tensors.update({f"snapshots/{step}/{name}": value for name, value in state.items()})
     return entry, {name: value.detach().cpu().contiguous() for name, value in tensors.items()}
@@ -214,8 +257,11 @@ def _fit_of(entry: dict, tensors: dict, key: str, scope: Scope) -> Fit:
         raise ValueError("its history is not a list of epochs")
     state = {n[len("state/"):]: t for n, t in tensors.items() if n.startswith("state/")}
     state = state if entry["state_kept"] else None
+    start = {n[len("start/"):]: t for n, t in tensors.items() if n.startswith("start/")}
     snapshots: dict[int, dict] = {}
     for name, value in tensors.items():
+        if name.startswith("start/"):
+            continue
         if name.startswith("snapshots/"):
             _, step, param = name.split("/", 2)
             snapshots.setdefault(int(step), {})[param] = value
@@ -232,5 +278,7 @@ def _fit_of(entry: dict, tensors: dict, key: str, scope: Scope) -> Fit:
     if predictions is not None and not all(isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
                                            for rows in predictions.values()):
         raise ValueError("its predictions are not rows per split")
+    if state is not None and any(n not in state or t.shape != state[n].shape for n, t in start.items()):
+        raise ValueError("its pre-trained values are not of its trained parameters")
     kept = {name: entry.get(name) for name in _ENTRY_TYPES if name != "state_kept"}
-    return Fit(**kept, state=state, snapshots=snapshots)
+    return Fit(**kept, state=state, snapshots=snapshots, start=(start or None) if state is not None else None)

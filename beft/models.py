@@ -208,6 +208,32 @@ def _with_attention_fallback(build, attn_implementation: str):
         return build("eager")
 
 
+def place(model, model_cfg, device: torch.device):
+    """The model on the run's device, or, with `model.device_map` (auto, or {module: device}) and
+    `model.max_memory`, spread over devices by accelerate (its hooks move each layer's inputs to it, and the
+    outputs back): one model that a single device cannot hold."""
+    device_map = model_cfg.get("device_map")
+    if not device_map:
+        return model.to(device)
+    if getattr(model, "hf_device_map", None):   # from_pretrained placed it as it loaded
+        return model
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    if isinstance(device_map, str):
+        limits = {(int(k) if str(k).isdigit() else k): v for k, v in dict(model_cfg.get("max_memory") or {}).items()}
+        no_split = getattr(model, "_no_split_modules", None) or []
+        device_map = infer_auto_device_map(model, max_memory=limits or None, no_split_module_classes=no_split)
+    return dispatch_model(model, device_map=dict(device_map))
+
+
+def enable_checkpointing(model) -> None:
+    """Recompute each layer's activations in the backward pass (trainer.gradient_checkpointing): the same
+    gradients for less memory. Non-reentrant checkpointing lets gradients reach trainable biases even though the
+    layer inputs (frozen embeddings) need none, and replays dropout's random stream."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def encoder_skeleton(model_cfg, num_labels: int):
     """The model's structure on the meta device, without weights: enough for a BiasMap, free to build."""
     if model_cfg.get("tiny"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from beft import fingerprint, interrupts, predictions, runtime
+from beft import fingerprint, interrupts, memory_plan, predictions, runtime
 from beft.adapter import export_adapter
 from beft.bias_map import PAPER_LABELS
 from beft.cache import Cache
@@ -145,6 +145,9 @@ def _execute(spec, record: dict, run_dir: Path, logger) -> None:
     if workload.device.type == "cuda":   # one process may run several jobs (basic launcher): this run's peak only
         torch.cuda.reset_peak_memory_stats(workload.device)
     timing = {"load": time.perf_counter() - t0}
+    # Before any model loads: will the job fit? (the probe's all-bias training stands for a selection method's)
+    planned = Scope("all_biases") if spec.method.name in SELECTORS else fixed_scope(spec.method, workload.bias_map())
+    record["memory"] = memory_plan.check(spec, workload, planned)
     # force=true recomputes every training the record depends on; force=record reuses cached trainings.
     cache = Cache(spec.cache_dir, refresh=spec.force is True, lock_timeout=spec.lock_timeout)
     settings = replace(spec.settings, desc=f"{spec.task.name} s{spec.seed}")
@@ -162,7 +165,8 @@ def _execute(spec, record: dict, run_dir: Path, logger) -> None:
     else:
         scope = fixed_scope(spec.method, workload.bias_map())
     settings = replace(settings, desc=f"{spec.task.name} {scope.describe()} s{spec.seed}")
-    result, _ = fit(workload, scope, settings, cache, logger)
+    result = fit(workload, scope, settings, cache, logger)[0]   # the trained model is not kept: export needs
+    runtime.free_device_memory()                                  # only its state, and one model at a time fits
 
     if result.head_params is not None:   # the task head's share (MPNet / RoBERTa: ~590 k of every run's count)
         record["head_params"] = result.head_params
@@ -192,6 +196,7 @@ def _execute(spec, record: dict, run_dir: Path, logger) -> None:
     timing.update(train=result.train_seconds, eval=result.eval_seconds, total=time.perf_counter() - t0)
     if workload.device.type == "cuda":   # the allocator's peak over the whole run (model, probe, training, eval)
         timing["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(workload.device) / 2**30, 3)
+        record["memory"]["peak_gib"] = timing["peak_gpu_memory_gib"]
     record["timing"] = timing
     plot = learning_curve(result.history, run_dir / "learning_curve.png", title=run_dir.name)
     logger.log_image("learning_curve", plot)

@@ -24,8 +24,11 @@ from beft.workload import evaluates_every_epoch, other_task_forms
 
 KEY_SECTIONS = ("model", "task", "regime", "method", "budget", "trainer", "seed")
 # Trainer fields that change speed or display, never the numbers (on one device).
-KEY_IGNORED = {"trainer": {"device", "progress", "eval_batch_size", "eval_train", "cache_dir"},
-               "model": {"path", "package"}}
+# Memory knobs (issue 39) change where and how a job runs, not its maths: gradient checkpointing recomputes the
+# same activations, a memory budget only refuses or lowers the evaluation batch, a device map places layers.
+KEY_IGNORED = {"trainer": {"device", "progress", "eval_batch_size", "eval_train", "cache_dir",
+                           "gradient_checkpointing", "memory_budget_gib"},
+               "model": {"path", "package", "device_map", "max_memory"}}
 RECORD = "result.json"
 MAX_RECORD_BYTES = 64 << 20   # far above any record (a selection run's is ~50 kB)
 # Fields added after records existed, at the value that does exactly what the code did before them: a field at

@@ -59,6 +59,7 @@ class TrainLog:
     history: list[dict] = field(default_factory=list)   # one entry per epoch: loss, seconds, eval metrics
     steps: int = 0
     seconds: float = 0.0
+    loss_scale: float | None = None   # fp16: the gradient scaler's scale at the end (None: no scaler)
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -88,6 +89,9 @@ def train(model, workload, data, s: TrainSettings, on_epoch_end=None, on_step_en
     total_steps = steps_per_epoch * s.epochs if s.max_steps is None else min(s.max_steps, steps_per_epoch * s.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, (lambda step: max(0.0, 1 - step / total_steps)) if s.schedule == "linear" else (lambda step: 1.0))
+    # fp16 gradients underflow: the loss is scaled up before backward and the gradients unscaled before clipping
+    # (a step whose gradients overflowed is skipped and the scale lowered). Disabled, it is the identity.
+    scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
     generator = torch.Generator().manual_seed(s.seed)   # batch order: the same for every method with this seed
     log = TrainLog()
     start = time.perf_counter()
@@ -102,11 +106,13 @@ def train(model, workload, data, s: TrainSettings, on_epoch_end=None, on_step_en
             value = loss.item()
             check_loss(value, first_loss, epoch, log.steps)
             first_loss = value if first_loss is None else first_loss
-            (loss / s.grad_accum).backward()
+            scaler.scale(loss / s.grad_accum).backward()
             losses.append(value)
             if (i + 1) % s.grad_accum == 0 or i + 1 == batches_per_epoch:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 log.steps += 1
@@ -126,4 +132,5 @@ def train(model, workload, data, s: TrainSettings, on_epoch_end=None, on_step_en
             break
     bar.close()
     log.seconds = time.perf_counter() - start
+    log.loss_scale = scaler.get_scale() if scaler.is_enabled() else None
     return log

@@ -54,12 +54,20 @@ class Workload(Protocol):
     eval_sets: dict                    # {split name: encoded split}
     main_metric: str                   # "<split>/<metric>" the record reports
     source: dict                       # where the data came from (files and their sha256, or the hub)
+    eval_batch_size: int               # rows per evaluation batch (the memory plan may lower the config's)
+    weights_dtype: torch.dtype         # the dtype the frozen weights load in
+
+    def batch_shape(self) -> dict:
+        """{"candidates": rows per training example, "length": the longest row, "new_tokens": generated}"""
 
     def new_model(self) -> tuple[torch.nn.Module, dict]:
         """(the model with a freshly seeded head or adapter, weights provenance)"""
 
     def bias_map(self):
         """BiasMap of the model as new_model builds it, without loading weights."""
+
+    def skeleton(self) -> torch.nn.Module:
+        """The model as new_model builds it, on the meta device: its structure and names, no weights."""
 
     def batches(self, data, batch_size: int, generator: torch.Generator | None = None, **kwargs):
         """Padded batches (in a seeded random order when a generator is given)."""

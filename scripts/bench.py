@@ -5,6 +5,7 @@
     python scripts/bench.py --decoder             # SmolLM2 prompted SST-2: candidate scoring now vs before
     python scripts/bench.py --prefix-generation   # SmolLM2 prefix-tuned SQuAD answers: KV cache vs recomputation
     python scripts/bench.py --error-time          # how fast a typo (run.py model=foo) comes back, vs python -c pass
+    python scripts/bench.py --job-memory --before ../main   # peak RSS of a beft job / a fixed-v job, before and now
 
 Each training mode runs in its own subprocess so that its peak memory is its own: on CUDA the allocator's
 peak, on CPU the growth of the process's peak resident memory over the loaded model. Results are ratios to
@@ -299,6 +300,52 @@ def error_table(repeats: int) -> str:
     return "\n".join(lines + [""] + [f"error line of run.py {row['command']}: {row['line'][:120]}" for row in r["rows"]])
 
 
+# Runs argv[2:] as its child and writes "<peak RSS KiB> <exit code>" to argv[1]. A child's peak RSS (wait4)
+# counts the memory of the process it was forked from until it execs: from this small interpreter (-S, nothing
+# imported) that is a few MiB, the same for every job, where forking from a process holding torch would add GBs.
+_MEASURE = ("import os, sys\npid = os.fork()\nif pid == 0:\n    os.execvp(sys.argv[2], sys.argv[2:])\n"
+            "_, status, usage = os.wait4(pid, 0)\n"
+            "open(sys.argv[1], 'w').write(f'{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}')")
+
+
+def peak_rss_mib(cmd: list[str], cwd: Path, log: Path) -> tuple[float, int]:
+    """(peak resident memory of `cmd`'s process in MiB, its exit code): the kernel's own count (wait4)."""
+    result = log.with_suffix(".rss")
+    with open(log, "w") as out:
+        subprocess.run([sys.executable, "-S", "-c", _MEASURE, str(result), *cmd], cwd=cwd, stdout=out,
+                       stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"},
+                       check=True)
+    kib, code = result.read_text().split()
+    return int(kib) / 1024, int(code)
+
+
+def job_memory(args) -> str:
+    """Peak RSS of a whole `method=beft` job over a `method=fixed-v` job (the same model, task, data and
+    schedule), each run.py in its own process, for this checkout and (--before) another one: one model per job
+    (issue 39) brings the ratio towards 1, where the probe's, b_0's and the export's extra models raised it."""
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="job-memory-"))
+    checkouts = [("before", Path(args.before).resolve())] if args.before else []
+    checkouts.append(("now", REPO))
+    lines = ["| code | beft job peak RSS (MiB) | fixed-v job peak RSS (MiB) | beft / fixed-v |",
+             "|---|---:|---:|---:|"]
+    for label, checkout in checkouts:
+        peaks = {}
+        for method in ("fixed-v", "beft"):
+            out = work / f"{label}-{method}"
+            cmd = [sys.executable, str(checkout / "run.py"), f"model={args.model}", "task=sst2", f"method={method}",
+                   f"out_dir={out / 'runs'}", f"cache_dir={out / 'cache'}", "trainer.progress=false",
+                   "trainer.device=cpu", *args.job_args.split()]
+            peaks[method], code = peak_rss_mib(cmd, work, out.with_suffix(".log"))
+            if code != 0:
+                raise SystemExit(f"{label} {method} failed (exit {code}): see {out.with_suffix('.log')}")
+        lines.append(f"| {label} ({checkout}) | {peaks['beft']:.0f} | {peaks['fixed-v']:.0f} | "
+                     f"{peaks['beft'] / peaks['fixed-v']:.3f} |")
+    return "\n".join([f"{args.model}, SST-2, {args.job_args}, CPU, each job its own process (peak RSS: wait4)", ""]
+                     + lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm")
@@ -316,6 +363,9 @@ def main() -> None:
     parser.add_argument("--out-dir", default=str(REPO / "outputs" / "bench"))
     parser.add_argument("--error-time", action="store_true", help="time to the error line of a bad override")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--job-memory", action="store_true", help="peak RSS of a beft job / a fixed-v job")
+    parser.add_argument("--before", help="--job-memory: another checkout (e.g. ../main) measured the same way")
+    parser.add_argument("--job-args", default="regime.n=256 trainer.epochs=2", help="--job-memory: run.py overrides")
     parser.add_argument("--one", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -330,6 +380,8 @@ def main() -> None:
         print(prefix_generation_rows(args))
     elif args.error_time:
         print(error_table(args.repeats))
+    elif args.job_memory:
+        print(job_memory(args))
     else:
         print(step_table(args))
         print()

@@ -35,3 +35,13 @@ def test_error_time_measures_the_error_line_of_each_bad_command(bench):
     assert lines["method=fixed method.terms=[zz]"].startswith("error: unknown bias term 'zz'")
     assert lines["budget=types budget.k=0"].startswith("error: budget.k=0 is not valid")
     assert all(row["ratio"] > 0 for row in result["rows"])
+
+
+def test_job_memory_reads_each_childs_own_peak(bench, tmp_path):
+    """wait4's peak RSS is the child's own: a child holding 200 MiB more reads about 200 MiB more, and a child
+    that holds little reads little, however much this (pytest, torch loaded) process holds."""
+    import sys
+
+    small, code = bench.peak_rss_mib([sys.executable, "-c", "b = b'x' * (100 * 2**20)"], tmp_path, tmp_path / "a.log")
+    big, code2 = bench.peak_rss_mib([sys.executable, "-c", "b = b'x' * (300 * 2**20)"], tmp_path, tmp_path / "b.log")
+    assert code == code2 == 0 and 180 < big - small < 260 and small < 150

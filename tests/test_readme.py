@@ -9,7 +9,7 @@ README = REPO / "README.md"
 PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 # Written on other branches of issue 42 (the GPU page; the report `make tables` generates). Empty this once they
 # have landed: from then on a link to them that breaks fails like any other.
-PENDING = {"docs/gpu.md"}
+PENDING: set[str] = set()
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 # `beft/selection/__init__.py`, `results/bench/steps.md`: a repository path in backticks (no placeholder, no glob)
 PATH = re.compile(r"`((?:beft|conf|docs|results|scripts|tests|hydra_plugins)/[\w./-]*\w)`")

@@ -5,6 +5,8 @@ while everything that can train stays fp32: `keep_trainable_fp32` upcasts biases
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -29,10 +31,38 @@ def context_length(config) -> int:
     return 2048
 
 
-def load_causal_lm(model_cfg, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"):
-    """(model, weights provenance). Tiny models get fixed random weights (`weights_seed`) with small biases."""
-    model, source = load_weights(AutoModelForCausalLM, model_cfg, attn_implementation, load_kwargs={"dtype": dtype})
+def load_causal_lm(model_cfg, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa",
+                   device: torch.device | None = None):
+    """(model, weights provenance). Tiny models get fixed random weights (`weights_seed`) with small biases. A
+    random model of a real shape (`init_on_device: true`, conf/model/shape-*.yaml) is made where it runs, in its
+    dtype, never in fp32 on the CPU first (a 7B model would take 27 GB and minutes); its random weights then
+    come from that device's generator. Tiny test models are always made on the CPU: the same weights anywhere."""
+    load_kwargs = {"dtype": dtype}
+    if model_cfg.get("device_map") and not model_cfg.get("tiny"):   # accelerate places the layers as they load
+        load_kwargs.update(device_map=model_cfg.device_map, max_memory=plain_memory(model_cfg.get("max_memory")))
+    if model_cfg.get("tiny") and model_cfg.get("init_on_device") and device is not None:
+        with torch.device(device), default_dtype(dtype):
+            model, source = load_weights(AutoModelForCausalLM, model_cfg, attn_implementation)
+        return model, source
+    model, source = load_weights(AutoModelForCausalLM, model_cfg, attn_implementation, load_kwargs=load_kwargs)
     return (model.to(dtype) if model_cfg.get("tiny") else model), source
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+def plain_memory(max_memory) -> dict | None:
+    """model.max_memory as accelerate reads it: GPU indices as ints ({0: "20GiB", "cpu": "60GiB"})."""
+    if not max_memory:
+        return None
+    return {(int(k) if str(k).isdigit() else k): v for k, v in dict(max_memory).items()}
 
 
 def skeleton(model_cfg):

@@ -24,8 +24,8 @@ from beft.decoder.templates import get_template
 from beft.errors import BeftError
 from beft.evaluate import autocast, to_device
 from beft.method_table import Adapter
+from beft.models import enable_checkpointing, load_tokenizer, place
 from beft.predictions import example_id
-from beft.models import load_tokenizer
 
 MAX_NEW_TOKENS = 50
 
@@ -65,6 +65,8 @@ class DecoderWorkload:
         self.main_metric = f"{next(iter(self.data.eval))}/{self.spec['main_metric']}"
         self.source = self.data.source
         self.rows = "all" if self.spec["loss"] == "classification" else "gold"
+        self.eval_batch_size = int(run.trainer.eval_batch_size)   # the memory plan may lower it (beft.memory_plan)
+        self.weights_dtype = causal_lm.weights_dtype(self.device, self.precision, self.method)
 
     def _render(self, examples: list[dict], split: str):
         missing = [f for f in self.template.fields if examples and f not in examples[0]]
@@ -83,8 +85,9 @@ class DecoderWorkload:
     def load_base(self, dtype: torch.dtype | None = None):
         """The pretrained causal LM without any adapter, on the workload's device."""
         dtype = dtype or causal_lm.weights_dtype(self.device, self.precision, self.method)
-        model, source = causal_lm.load_causal_lm(self.run.model, dtype, self.run.trainer.attn_implementation)
-        return model.to(self.device), source
+        model, source = causal_lm.load_causal_lm(self.run.model, dtype, self.run.trainer.attn_implementation,
+                                                 device=self.device)
+        return place(model, self.run.model, self.device), source
 
     def new_model(self):
         """The pretrained model with the method's adapter (seeded), trainable parts in fp32."""
@@ -92,12 +95,26 @@ class DecoderWorkload:
         base, source = self.load_base()
         model = add_adapter(base, self.adapter, self.run.method, BiasMap(base), seed=self.run.seed)
         causal_lm.keep_trainable_fp32(model)
-        return model.to(self.device), source
+        if self.run.trainer.get("gradient_checkpointing"):
+            enable_checkpointing(model)
+        return (model if self.run.model.get("device_map") else model.to(self.device)), source
 
     def bias_map(self) -> BiasMap:
         """Bias cells of the model as `new_model` builds it (added biases included), without loading weights."""
+        return BiasMap(self.skeleton())
+
+    def batch_shape(self) -> dict:
+        """What a batch holds, for the memory plan: rows per example, the longest row, tokens generated."""
+        items = self.train_set.items
+        candidates = max((len(it.options) for it in items), default=1) if self.rows == "all" else 1
+        longest = max(max(d.lengths, default=1) for d in (self.train_set, *self.eval_sets.values()))
+        return {"candidates": candidates, "length": min(longest, self.max_length),   # batches pad to their longest
+                "new_tokens": 0 if self.template.kind == "choice" else MAX_NEW_TOKENS}
+
+    def skeleton(self):
+        """The model as `new_model` builds it (with its adapter) on the meta device: structure and names only."""
         raw = causal_lm.skeleton(self.run.model)
-        return BiasMap(add_adapter(raw, self.adapter, self.run.method, BiasMap(raw), init=False))
+        return add_adapter(raw, self.adapter, self.run.method, BiasMap(raw), init=False)
 
     def identity(self) -> dict:
         adapter = None
@@ -144,7 +161,7 @@ class DecoderWorkload:
         was_training = model.training
         model.eval()
         total = 0.0
-        for batch in self.batches(data, self.run.trainer.eval_batch_size):
+        for batch in self.batches(data, self.eval_batch_size):
             with autocast(self.device, self.precision):
                 total += float(self.example_losses(model, to_device(batch, self.device)).sum())
         model.train(was_training)
@@ -164,7 +181,7 @@ class DecoderWorkload:
                                                       self.coder.pad).cpu().numpy()
         rest = PromptSet([data.items[i] for i in range(len(data)) if out[i] is None])
         index = [i for i in range(len(data)) if out[i] is None]
-        for chunk in self.coder.eval_chunks(rest, int(self.run.trainer.eval_batch_size)):
+        for chunk in self.coder.eval_chunks(rest, self.eval_batch_size):
             batch = to_device(self.coder.collate([rest.items[i] for i in chunk], "all"), self.device)
             with autocast(self.device, self.precision):
                 scores = scoring.candidate_scores(model, batch).cpu().numpy()
@@ -183,7 +200,7 @@ class DecoderWorkload:
     def generate(self, model, data: PromptSet) -> list[str]:
         """Greedy answers (first line, stripped), in the split's order."""
         out = [None] * len(data)
-        for chunk in self.coder.eval_chunks(data, int(self.run.trainer.eval_batch_size), rows="gold"):
+        for chunk in self.coder.eval_chunks(data, self.eval_batch_size, rows="gold"):
             prompts = [self.coder.generation_prompt(data.items[i], MAX_NEW_TOKENS) for i in chunk]
             with autocast(self.device, self.precision):
                 tokens = scoring.greedy(model, prompts, MAX_NEW_TOKENS, self.coder.stop, self.coder.pad,

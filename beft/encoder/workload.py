@@ -17,7 +17,7 @@ from beft.evaluate import autocast, example_rows, loss_from_logits, predict, sco
 from beft.predictions import example_id
 from beft.bias_map import BiasMap
 from beft.fingerprint import model_identity
-from beft.models import encoder_skeleton, load_encoder, load_tokenizer
+from beft.models import enable_checkpointing, encoder_skeleton, load_encoder, load_tokenizer, place
 
 
 # Data read and tokenized once per process for each (task, data, subset, tokenizer, max length): the jobs of a
@@ -54,6 +54,8 @@ class EncoderWorkload:
             self.eval_sets["train"] = self.train_set
         self.main_metric = f"{next(iter(self.data.eval))}/{run.task.main_metric}"
         self.source = self.data.source
+        self.eval_batch_size = int(t.eval_batch_size)   # the memory plan may lower it (beft.memory_plan)
+        self.weights_dtype = torch.float32
 
     def _prepare(self):
         data = load_task(self.run.task, self.run.data_dir, self.run.train_size, self.run.seed)
@@ -72,11 +74,22 @@ class EncoderWorkload:
         """The pretrained backbone with a task head seeded by the run's seed: the same start for every method."""
         set_seed(self.run.seed)
         model, source = load_encoder(self.run.model, self.num_labels, self.run.trainer.attn_implementation)
-        return model.to(self.device), source
+        if self.run.trainer.get("gradient_checkpointing"):
+            enable_checkpointing(model)
+        return place(model, self.run.model, self.device), source
 
     def bias_map(self) -> BiasMap:
         """The model's bias cells, from its structure alone (no weights are loaded)."""
-        return BiasMap(encoder_skeleton(self.run.model, self.num_labels))
+        return BiasMap(self.skeleton())
+
+    def batch_shape(self) -> dict:
+        """What a batch holds, for the memory plan: rows per example, the longest row, tokens generated."""
+        longest = max((max(d.lengths, default=1) for d in (self.train_set, *self.eval_sets.values())), default=1)
+        return {"candidates": 1, "length": self.max_length if self.pad_to_max_length else longest, "new_tokens": 0}
+
+    def skeleton(self):
+        """The model on the meta device (structure and names, no weights)."""
+        return encoder_skeleton(self.run.model, self.num_labels)
 
     def batcher(self, batch_size: int) -> Batcher:
         return Batcher(self.tokenizer, batch_size, self.max_length, self.pad_to_max_length)
@@ -112,7 +125,7 @@ class EncoderWorkload:
         was_training = model.training
         model.eval()
         total = 0.0
-        for batch in self.batches(data, self.run.trainer.eval_batch_size):
+        for batch in self.batches(data, self.eval_batch_size):
             batch = to_device(batch, self.device)
             with autocast(self.device, self.precision):
                 total += float(self.loss(model, batch)) * len(batch["labels"])
@@ -121,7 +134,7 @@ class EncoderWorkload:
 
     def predict(self, model) -> dict[str, list[dict]]:
         """{split: one row per example (beft.predictions)} on every evaluation split."""
-        batcher = self.batcher(self.run.trainer.eval_batch_size)
+        batcher = self.batcher(self.eval_batch_size)
         out = {}
         for split, data in self.eval_sets.items():
             examples = self.data.train if split == "train" else self.data.eval[split]

@@ -14,6 +14,7 @@ from beft.bias_map import TYPES, BiasMap, Cell, canonical_type
 from beft.cache import Cache
 from beft.errors import BeftError
 from beft.selection import budget, causal, fisher, magnitude, projection, random_baseline
+from beft.runtime import free_device_memory
 from beft.selection.probe import Probe, run_probe
 from beft.train import TrainSettings
 
@@ -97,6 +98,10 @@ def select(method_cfg, budget_cfg, workload, settings: TrainSettings, cache: Cac
     ctx = SelectionContext(method_cfg, settings.seed, settings.progress, workload, bias_map, cells, probe)
     cell_scores, type_scores, ranking = score(module, ctx)
     targets = budget.choose(budget_cfg, bias_map, cell_scores, ranking, cells)
+    ctx.memo.clear()        # the causal interventions hold the probe's model
+    if probe is not None:
+        probe.release()
+    free_device_memory()    # scoring is done: the final training loads the job's next (and only) model
     selection = Selection(method_cfg.name, cell_scores, type_scores, ranking, targets, ctx.warnings, probe,
                           time.perf_counter() - start)
     return selection, bias_map

@@ -17,7 +17,8 @@ from beft.bias_map import BiasMap, Cell
 from beft.cache import Cache
 from beft.errors import BeftError
 from beft.fingerprint import digest
-from beft.fit import Fit, cached_fit, fit, restore, snapshot_step, training_inputs
+from beft.fit import (Fit, bias_like, cached_fit, fit, pretrained_values, restore, snapshot_step,
+                      training_inputs)
 from beft.train import TrainSettings
 from beft.trainable import Scope
 
@@ -38,6 +39,11 @@ class Probe:
         if self._model is None:
             self._model = restore(workload, self.fit)
         return self._model
+
+    def release(self) -> None:
+        """Let the probe's model go (scoring is done): the next training loads its own, and one model at a time
+        fits the device."""
+        self._model = None
 
 
 def probe_settings(method_cfg, settings: TrainSettings) -> TrainSettings:
@@ -64,8 +70,9 @@ def run_probe(method_cfg, workload, bias_map: BiasMap, settings: TrainSettings, 
         settings = replace(settings, max_steps=step)
     if result is None:
         result, model = fit(workload, Scope("all_biases"), settings, cache)
-    start_model, _ = workload.new_model()
-    pretrained = {n: p.detach().cpu().clone() for n, p in start_model.named_parameters() if n in result.state}
+    needed = {n for n in result.state if bias_like(n)}   # the head is not scored, nor reverted by causal
+    pretrained = {n: result.start[n] for n in needed} if result.start is not None and set(result.start) >= needed \
+        else pretrained_values(workload, needed, alive=model)
     b0 = {c: pretrained[bias_map.param_name(c)].double() for c in cells}
     bf = {c: result.state[bias_map.param_name(c)].double() for c in cells}
     return Probe(result, b0, bf, pretrained, time.perf_counter() - start, model)
