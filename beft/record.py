@@ -24,14 +24,15 @@ from beft.workload import evaluates_every_epoch, other_task_forms
 
 KEY_SECTIONS = ("model", "task", "regime", "method", "budget", "trainer", "seed")
 # Trainer fields that change speed or display, never the numbers (on one device).
-KEY_IGNORED = {"trainer": {"device", "progress", "eval_batch_size", "eval_train", "cache_dir"},
+KEY_IGNORED = {"trainer": {"device", "progress", "eval_batch_size", "eval_train", "cache_dir", "allow_emulated_bf16"},
                "model": {"path", "package"}}
 RECORD = "result.json"
 MAX_RECORD_BYTES = 64 << 20   # far above any record (a selection run's is ~50 kB)
 # Fields added after records existed, at the value that does exactly what the code did before them: a field at
 # that value is left out of the key, so a new knob never re-keys (and reruns) the records made without it.
 # Add every new result-changing field of a key section here with its old behaviour's value.
-NEUTRAL = {"trainer": {"optimizer": "adamw"},           # AdamW, the paper's (trainer.optimizer=sgd: issue 43)
+NEUTRAL = {"trainer": {"optimizer": "adamw",            # AdamW, the paper's (trainer.optimizer=sgd: issue 43)
+                       "frozen_dtype": "auto"},         # frozen weights as beft always kept them (issue 41)
            "model": {"attention_dropout": None},        # null: the checkpoint's own attention dropout
            "task": {}, "method": {}}
 

@@ -28,10 +28,37 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+# CPU flags of the instructions that compute bf16 products natively (oneDNN uses them for CPU autocast).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty where /proc/cpuinfo is not there)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def cpu_bf16() -> str:
+    """native: the CPU multiplies bf16 itself (AVX512-BF16, AMX); emulated: oneDNN converts to fp32 and back,
+    slower than plain fp32 (measured: results/bench/cpu_bf16.md)."""
+    return "native" if cpu_flags() & set(NATIVE_BF16_FLAGS) else "emulated"
+
+
+def resolve_precision(precision: str, device: torch.device, allow_emulated_bf16: bool = False) -> str:
+    """auto: bf16 autocast on a CUDA GPU that has it, fp32 elsewhere (the CPU too, so CPU records keep their keys)."""
     if precision == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if precision != "fp32" and device.type != "cuda":   # autocast is CUDA-only here: the record would claim bf16
+    if device.type == "cuda" or precision == "fp32":
+        return precision
+    if precision != "bf16":
         raise BeftError(f"trainer.precision={precision} needs a CUDA device, and this run is on {device.type}; "
-                        f"valid here: auto, fp32")
+                        f"valid here: auto, fp32, bf16")
+    if cpu_bf16() == "emulated" and not allow_emulated_bf16:
+        raise BeftError(f"trainer.precision=bf16: this CPU has no bf16 instructions ({', '.join(NATIVE_BF16_FLAGS)} "
+                        f"absent; torch reports {torch.backends.cpu.get_cpu_capability()}), so bf16 is emulated and "
+                        "slower than fp32 (results/bench/cpu_bf16.md); use trainer.precision=fp32, or "
+                        "trainer.allow_emulated_bf16=true to run it anyway")
     return precision

@@ -25,6 +25,7 @@ from beft.errors import BeftError
 from beft.evaluate import autocast, to_device
 from beft.method_table import Adapter
 from beft.models import load_tokenizer
+from beft.precision import DTYPES, store_frozen_matrices
 
 MAX_NEW_TOKENS = 50
 
@@ -79,10 +80,15 @@ class DecoderWorkload:
 
     # ---- models ----------------------------------------------------------------------------------------
 
-    def load_base(self, dtype: torch.dtype | None = None):
-        """The pretrained causal LM without any adapter, on the workload's device."""
-        dtype = dtype or causal_lm.weights_dtype(self.device, self.precision, self.method)
-        model, source = causal_lm.load_causal_lm(self.run.model, dtype, self.run.trainer.attn_implementation)
+    def load_base(self):
+        """The pretrained causal LM without any adapter, on the workload's device, its frozen weights in the run's
+        frozen dtype: on CUDA the whole model (autocast runs its norms in fp32), on the CPU its matrices only (CPU
+        autocast leaves a norm in its weight's dtype, which must match its trainable fp32 bias)."""
+        frozen = DTYPES[self.run.frozen_dtype]
+        whole = frozen if self.device.type == "cuda" else torch.float32
+        model, source = causal_lm.load_causal_lm(self.run.model, whole, self.run.trainer.attn_implementation)
+        if frozen != whole:
+            store_frozen_matrices(model, frozen, keep=set())   # before any adapter: its matrices train
         return model.to(self.device), source
 
     def new_model(self):

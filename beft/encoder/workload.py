@@ -17,6 +17,7 @@ from beft.evaluate import autocast, evaluate, loss_from_logits, to_device
 from beft.bias_map import BiasMap
 from beft.fingerprint import model_identity
 from beft.models import encoder_skeleton, load_encoder, load_tokenizer
+from beft.precision import DTYPES, store_frozen_matrices
 
 
 # Data read and tokenized once per process for each (task, data, subset, tokenizer, max length): the jobs of a
@@ -71,6 +72,8 @@ class EncoderWorkload:
         """The pretrained backbone with a task head seeded by the run's seed: the same start for every method."""
         set_seed(self.run.seed)
         model, source = load_encoder(self.run.model, self.num_labels, self.run.trainer.attn_implementation)
+        if self.run.frozen_dtype != "fp32":   # the head trains: it stays fp32 with the biases and norms
+            store_frozen_matrices(model, DTYPES[self.run.frozen_dtype], set(BiasMap(model).head_param_names(model)))
         return model.to(self.device), source
 
     def bias_map(self) -> BiasMap:
