@@ -1,6 +1,8 @@
 """bf16 on the CPU (issue 41): autocast through oneDNN, trainables and optimizer state in fp32, frozen matrices
 optionally in bf16, the record saying exactly what ran, and one line where the CPU would only emulate bf16."""
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from beft.errors import BeftError
 from beft.kinds import make_workload
 from beft.pipeline import run
 from beft.record import record_key
-from conftest import compose
+from conftest import REPO, compose
 
 QUICK = ("model=tiny-bert", "task=sst2", "regime.n=32", "trainer.epochs=3", "method=fixed-v", "cache_dir=null",
          "trainer.lr=0.02")
@@ -122,3 +124,16 @@ def test_the_new_knobs_at_their_defaults_keep_every_key():
     assert record_key(allowed, prints) == record_key(plain, prints)
     chosen = {**plain, "trainer": {**plain["trainer"], "frozen_dtype": "bf16"}}
     assert record_key(chosen, prints) != record_key(plain, prints)
+
+
+def test_the_bench_rows_run_on_tiny_models(tmp_path):
+    """scripts/bench_bf16.py --quick: every row of the committed table, for every variant, on tiny models."""
+    out = tmp_path / "cpu_bf16.md"
+    done = subprocess.run([sys.executable, "scripts/bench_bf16.py", "--quick", "--rounds", "1", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    table = [line for line in text.splitlines() if line.startswith("| tiny-")]
+    assert len(table) == 4 * 3 and "not measured" not in text
+    assert f"bf16 {runtime.cpu_bf16()}" in text
+    assert all(line.endswith("1.00× |") for line in table if "| fp32 |" in line)
