@@ -246,7 +246,7 @@ def check_values(cfg) -> None:
     if not (_number(t.get("weight_decay")) and math.isfinite(t.weight_decay) and t.weight_decay >= 0):
         raise _bad("trainer.weight_decay", t.get("weight_decay"), "a finite number >= 0")
     for name, valid in (("precision", ("auto", "fp32", "bf16", "fp16")), ("schedule", ("constant", "linear")),
-                        ("optimizer", ("adamw", "sgd"))):
+                        ("optimizer", ("adamw", "sgd")), ("frozen_dtype", ("auto", "fp32", "bf16"))):
         if t.get(name) not in valid:
             raise choices_error(f"trainer.{name}", t.get(name), valid)
     budget = t.get("memory_budget_gib")
@@ -260,6 +260,8 @@ def check_values(cfg) -> None:
             not OmegaConf.is_dict(device_map) and not isinstance(device_map, dict):
         raise _bad("model.device_map", device_map, "null (one device), auto, balanced, sequential, or a map "
                                                    "{module name: device}, e.g. '{\"\": cpu}'")
+    if not isinstance(t.get("allow_emulated_bf16", False), bool):
+        raise _bad("trainer.allow_emulated_bf16", t.get("allow_emulated_bf16"), "true or false")
     dropout = cfg.model.get("attention_dropout")
     if dropout is not None and not (_number(dropout) and 0 <= dropout < 1):
         raise _bad("model.attention_dropout", dropout, "a probability from 0 (off) to below 1, or null for the "

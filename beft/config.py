@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from beft import precision as precisions
 from beft import runtime
 from beft.bias_map import canonical_type
 from beft.checks import CONF_DIR, check_overrides, check_values, group_choices  # noqa: F401 (re-exported)
 from beft.errors import BeftError, choices_error
 from beft.kinds import spec_of
-from beft.method_table import METHODS, refusal
+from beft.method_table import METHODS, method as method_entry, refusal
 from beft.run_spec import RunSpec, Section
 from beft.selection import SELECTORS
 from beft.train import TrainSettings
@@ -62,13 +63,16 @@ def resolve(cfg) -> RunSpec:
         raise BeftError(f"method=rand_uniform needs trainer.weight_decay=0 (got {trainer.weight_decay}): weight "
                         "decay would move the weights outside the random mask")
     device = runtime.resolve_device(trainer.device)
-    precision = runtime.resolve_precision(trainer.precision, device)
+    precision = runtime.resolve_precision(trainer.precision, device, bool(trainer.get("allow_emulated_bf16")))
+    frozen = precisions.frozen_dtype(trainer.get("frozen_dtype", "auto"), kind, precision,
+                                     method_entry(method.name).scope, device)
     n_train, exact = kind_spec.train_size(task, regime)
     return RunSpec(kind=kind, **s, seed=int(cfg.seed), device=device, precision=precision,
                    data_dir=runtime.data_dir(cfg.get("data_dir")), train_size=n_train, exact_train_size=exact,
                    settings=train_settings(s, kind_spec.schedule(model, task, method, trainer), precision,
                                            int(cfg.seed)),
-                   cache_dir=cfg.get("cache_dir"), force=cfg.get("force"), lock_timeout=cfg.get("lock_timeout"))
+                   cache_dir=cfg.get("cache_dir"), force=cfg.get("force"), lock_timeout=cfg.get("lock_timeout"),
+                   frozen_dtype=frozen)
 
 
 def train_settings(s: dict[str, Section], schedule: dict, precision: str, seed: int) -> TrainSettings:
@@ -80,4 +84,5 @@ def train_settings(s: dict[str, Section], schedule: dict, precision: str, seed: 
                          adam_eps=t.adam_eps, weight_decay=t.weight_decay, schedule=schedule["schedule"],
                          grad_accum=int(schedule["grad_accum"]), group_by_length=t.group_by_length,
                          precision=precision, seed=seed, progress=bool(t.progress), max_steps=t.get("max_steps"),
-                         eval_every_epoch=evaluates_every_epoch(t, s["model"]), optimizer=t.get("optimizer", "adamw"))
+                         eval_every_epoch=evaluates_every_epoch(t, s["model"]), optimizer=t.get("optimizer", "adamw"),
+                         frozen_dtype=t.get("frozen_dtype", "auto"))

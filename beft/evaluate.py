@@ -1,20 +1,14 @@
 """Predict on an encoded split and score it with the task's metrics."""
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 
 from beft import metrics
 from beft.batching import Batcher, Encoded
+from beft.precision import autocast  # noqa: F401 (the workloads import it from here)
 
 
-def autocast(device: torch.device, precision: str):
-    """bf16/fp16 autocast on CUDA (trainable weights stay fp32); plain fp32 elsewhere."""
-    if device.type == "cuda" and precision in ("bf16", "fp16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-    return contextlib.nullcontext()
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

@@ -27,7 +27,7 @@ STATE_LIMIT = 5_000_000  # keep the trained tensors of parameter-efficient scope
 SNAPSHOT_FRACTIONS = (0.1, 0.25, 0.5)
 # TrainSettings fields added after trainings were cached, at the value that trains exactly as before they existed:
 # left out of the training key at that value (beft.record.NEUTRAL is the same rule for record keys).
-NEUTRAL_SETTINGS: dict = {"optimizer": "adamw"}
+NEUTRAL_SETTINGS: dict = {"optimizer": "adamw", "frozen_dtype": "auto"}
 
 
 def snapshot_step(fraction: float, total_steps: int) -> int:

@@ -29,6 +29,7 @@ from beft.kinds import make_workload
 from beft.loggers import make_logger
 from beft.methods import fixed_scope
 from beft.plots import learning_curve, score_heatmap
+from beft.precision import describe as describe_precision
 from beft.selection import SELECTORS, select
 from beft.trainable import Scope
 from beft.run_spec import Section
@@ -192,7 +193,8 @@ def _execute(spec, record: dict, run_dir: Path, logger) -> None:
                                "before beft kept them (force=true reruns it)")
     record["training"] = {"key": result.key, "reused": result.reused, "lr": settings.lr, "epochs": settings.epochs,
                           "steps": result.steps, "batch_size": settings.batch_size, "precision": settings.precision,
-                          "optimizer": settings.optimizer}
+                          "optimizer": settings.optimizer,
+                          **describe_precision(workload.device, settings.precision, workload.run.frozen_dtype)}
     timing.update(train=result.train_seconds, eval=result.eval_seconds, total=time.perf_counter() - t0)
     if workload.device.type == "cuda":   # the allocator's peak over the whole run (model, probe, training, eval)
         timing["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(workload.device) / 2**30, 3)

@@ -26,15 +26,17 @@ KEY_SECTIONS = ("model", "task", "regime", "method", "budget", "trainer", "seed"
 # Trainer fields that change speed or display, never the numbers (on one device).
 # Memory knobs (issue 39) change where and how a job runs, not its maths: gradient checkpointing recomputes the
 # same activations, a memory budget only refuses or lowers the evaluation batch, a device map places layers.
+# allow_emulated_bf16 only lets a run go where it would be refused (issue 41).
 KEY_IGNORED = {"trainer": {"device", "progress", "eval_batch_size", "eval_train", "cache_dir",
-                           "gradient_checkpointing", "memory_budget_gib"},
+                           "gradient_checkpointing", "memory_budget_gib", "allow_emulated_bf16"},
                "model": {"path", "package", "device_map", "max_memory"}}
 RECORD = "result.json"
 MAX_RECORD_BYTES = 64 << 20   # far above any record (a selection run's is ~50 kB)
 # Fields added after records existed, at the value that does exactly what the code did before them: a field at
 # that value is left out of the key, so a new knob never re-keys (and reruns) the records made without it.
 # Add every new result-changing field of a key section here with its old behaviour's value.
-NEUTRAL = {"trainer": {"optimizer": "adamw"},           # AdamW, the paper's (trainer.optimizer=sgd: issue 43)
+NEUTRAL = {"trainer": {"optimizer": "adamw",            # AdamW, the paper's (trainer.optimizer=sgd: issue 43)
+                       "frozen_dtype": "auto"},         # frozen weights as beft always kept them (issue 41)
            "model": {"attention_dropout": None},        # null: the checkpoint's own attention dropout
            "task": {}, "method": {}}
 

@@ -87,3 +87,4 @@ class RunSpec:
     cache_dir: str | None            # finished trainings are kept here and reused (None: nowhere)
     force: bool | str                # false | true (recompute every training) | record (reuse trainings)
     lock_timeout: float | None = None   # seconds a job waits on a lock whose holder shows no sign of life
+    frozen_dtype: str = "fp32"          # fp32 | bf16 | fp16: the frozen weights' dtype (beft.precision.frozen_dtype)

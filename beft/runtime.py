@@ -29,14 +29,42 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":   # bf16 where the GPU has it; else fp16 with a gradient scaler (V100, T4); CPU: fp32
+# CPU flags of the instructions that compute bf16 products natively (oneDNN uses them for CPU autocast).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty where /proc/cpuinfo is not there)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def cpu_bf16() -> str:
+    """native: the CPU multiplies bf16 itself (AVX512-BF16, AMX); emulated: oneDNN converts to fp32 and back,
+    slower than plain fp32 (measured: results/bench/cpu_bf16.md)."""
+    return "native" if cpu_flags() & set(NATIVE_BF16_FLAGS) else "emulated"
+
+
+def resolve_precision(precision: str, device: torch.device, allow_emulated_bf16: bool = False) -> str:
+    """auto: bf16 autocast on a GPU that has it, else fp16 with a gradient scaler (V100, T4); fp32 on the CPU, so
+    CPU records keep their keys."""
+    if precision == "auto":
         if device.type != "cuda":
             return "fp32"
         return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
-    if precision != "fp32" and device.type != "cuda":   # autocast is CUDA-only here: the record would claim bf16
+    if device.type == "cuda" or precision == "fp32":
+        return precision
+    if precision != "bf16":
         raise BeftError(f"trainer.precision={precision} needs a CUDA device, and this run is on {device.type}; "
-                        f"valid here: auto, fp32")
+                        f"valid here: auto, fp32, bf16")
+    if cpu_bf16() == "emulated" and not allow_emulated_bf16:
+        raise BeftError(f"trainer.precision=bf16: this CPU has no bf16 instructions ({', '.join(NATIVE_BF16_FLAGS)} "
+                        f"absent; torch reports {torch.backends.cpu.get_cpu_capability()}), so bf16 is emulated and "
+                        "slower than fp32 (results/bench/cpu_bf16.md); use trainer.precision=fp32, or "
+                        "trainer.allow_emulated_bf16=true to run it anyway")
     return precision
 
 

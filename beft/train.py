@@ -52,6 +52,7 @@ class TrainSettings:
     max_steps: int | None = None        # stop early after this many optimizer steps (probes, smoke tests)
     eval_every_epoch: bool = True       # evaluate after every epoch (encoders, as the authors) or once at the end
     optimizer: str = "adamw"            # adamw (the paper's) | sgd (plain: p <- p - lr g, no momentum)
+    frozen_dtype: str = "auto"          # trainer.frozen_dtype as chosen (auto follows kind, precision, method)
 
 
 @dataclass

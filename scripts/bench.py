@@ -6,6 +6,7 @@
     python scripts/bench.py --prefix-generation   # SmolLM2 prefix-tuned SQuAD answers: KV cache vs recomputation
     python scripts/bench.py --error-time          # how fast a typo (run.py model=foo) comes back, vs python -c pass
     python scripts/bench.py --job-memory --before ../main   # peak RSS of a beft job / a fixed-v job, before and now
+    python scripts/bench.py --cpu-bf16            # bf16 on the CPU against fp32 (scripts/bench_bf16.py)
 
 Each training mode runs in its own subprocess so that its peak memory is its own: on CUDA the allocator's
 peak, on CPU the growth of the process's peak resident memory over the loaded model. Results are ratios to
@@ -366,8 +367,13 @@ def main() -> None:
     parser.add_argument("--job-memory", action="store_true", help="peak RSS of a beft job / a fixed-v job")
     parser.add_argument("--before", help="--job-memory: another checkout (e.g. ../main) measured the same way")
     parser.add_argument("--job-args", default="regime.n=256 trainer.epochs=2", help="--job-memory: run.py overrides")
+    parser.add_argument("--cpu-bf16", action="store_true", help="bf16 on the CPU vs fp32: scripts/bench_bf16.py")
     parser.add_argument("--one", choices=MODES, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args, rest = parser.parse_known_args()
+    if args.cpu_bf16:   # its own script and options (--rounds, --quick, --out)
+        sys.exit(subprocess.call([sys.executable, str(REPO / "scripts" / "bench_bf16.py"), *rest]))
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.one:
         print(json.dumps(measure(args.one, args.model, args.batch_size, args.seq_len, args.steps, 3, args.device)))
     elif args.end_to_end:

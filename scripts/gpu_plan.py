@@ -21,8 +21,10 @@ from beft.config import sections  # noqa: E402
 from beft.decoder import model as causal_lm  # noqa: E402
 from beft.decoder.peft_methods import adapter_of, add_adapter  # noqa: E402
 from beft.memory_plan import GiB, Job, estimate  # noqa: E402
+from beft.method_table import method as method_entry  # noqa: E402
 from beft.methods import fixed_scope  # noqa: E402
 from beft.models import encoder_skeleton  # noqa: E402
+from beft.precision import DTYPES, frozen_dtype  # noqa: E402
 from beft.trainable import apply_scope  # noqa: E402
 
 MODELS = [("BERT-base", "shape-bert-base", "bert-base-cased"), ("OPT-1.3B", "shape-opt-1.3b", "opt-1.3b"),
@@ -45,7 +47,7 @@ def skeleton(shape: str, method: str):
     if s["model"].get("kind") == "decoder":
         raw = causal_lm.skeleton(s["model"])
         model = add_adapter(raw, adapter_of(method, raw, BiasMap(raw)), s["method"], BiasMap(raw), init=False)
-        dtype = causal_lm.weights_dtype(torch.device("cuda"), "bf16", method)
+        dtype = DTYPES[frozen_dtype("auto", "decoder", "bf16", method_entry(method).scope, torch.device("cuda"))]
     else:
         model, dtype = encoder_skeleton(s["model"], 2), torch.float32
     apply_scope(model, BiasMap(model), fixed_scope(s["method"], BiasMap(model)))

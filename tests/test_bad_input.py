@@ -185,7 +185,7 @@ def test_a_job_never_trains_when_its_record_could_not_be_saved(make_cfg, readonl
 # Found after composition, inside the job: a single run writes nothing, a sweep's job writes a failed record.
 IN_THE_JOB = [
     (["trainer.device=tpu9"], ["trainer.device='tpu9'", "valid: auto"]),
-    (["trainer.device=cpu", "trainer.precision=bf16"], ["trainer.precision=bf16 needs a CUDA device", "fp32"]),
+    (["trainer.device=cpu", "trainer.precision=fp16"], ["trainer.precision=fp16 needs a CUDA device", "bf16"]),
     (["method=fixed", "method.terms=[v,vv]"], ["'vv'", "valid: q"]),
     (["task=squad"], ["decoder-only", "model=opt-1.3b"]),
     (["task=rte", "regime.n=5000"], ["5000", f"({ROWS['RTE/train.tsv']} examples)"]),

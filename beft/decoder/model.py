@@ -1,7 +1,7 @@
 """Load a causal language model (OPT, LLaMA, GPT-J, ...) from a local path, the hub, or a tiny random config.
 
-On CUDA with bf16/fp16 autocast the frozen weights are loaded in that dtype (a 7B model then fits one GPU),
-while everything that can train stays fp32: `keep_trainable_fp32` upcasts biases and adapter weights.
+Under bf16/fp16 autocast the frozen weights are loaded in that dtype (beft.precision.frozen_dtype: a 7B model
+then fits one GPU), while everything that can train stays fp32: `keep_trainable_fp32` upcasts biases and adapter weights.
 """
 from __future__ import annotations
 
@@ -12,9 +12,6 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from beft.models import _tiny_config, load_weights, loading, weights_location
 from beft.trainable import adapter_param_names
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def model_config(model_cfg):
     if model_cfg.get("tiny"):
@@ -70,13 +67,6 @@ def skeleton(model_cfg):
     config = model_config(model_cfg)
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)
-
-
-def weights_dtype(device: torch.device, precision: str, method: str) -> torch.dtype:
-    """Half-precision frozen weights under autocast on CUDA; fp32 for full fine-tuning and on CPU."""
-    if device.type == "cuda" and precision in ("bf16", "fp16") and method != "full":
-        return DTYPES[precision]
-    return torch.float32
 
 
 def keep_trainable_fp32(model) -> None:

@@ -25,6 +25,7 @@ from beft.errors import BeftError
 from beft.evaluate import autocast, to_device
 from beft.method_table import Adapter
 from beft.models import enable_checkpointing, load_tokenizer, place
+from beft.precision import DTYPES, store_frozen_matrices
 from beft.predictions import example_id
 
 MAX_NEW_TOKENS = 50
@@ -66,7 +67,7 @@ class DecoderWorkload:
         self.source = self.data.source
         self.rows = "all" if self.spec["loss"] == "classification" else "gold"
         self.eval_batch_size = int(run.trainer.eval_batch_size)   # the memory plan may lower it (beft.memory_plan)
-        self.weights_dtype = causal_lm.weights_dtype(self.device, self.precision, self.method)
+        self.weights_dtype = DTYPES[run.frozen_dtype]   # beft.precision.frozen_dtype; the memory plan counts it
 
     def _render(self, examples: list[dict], split: str):
         missing = [f for f in self.template.fields if examples and f not in examples[0]]
@@ -82,11 +83,16 @@ class DecoderWorkload:
 
     # ---- models ----------------------------------------------------------------------------------------
 
-    def load_base(self, dtype: torch.dtype | None = None):
-        """The pretrained causal LM without any adapter, on the workload's device."""
-        dtype = dtype or causal_lm.weights_dtype(self.device, self.precision, self.method)
-        model, source = causal_lm.load_causal_lm(self.run.model, dtype, self.run.trainer.attn_implementation,
+    def load_base(self):
+        """The pretrained causal LM without any adapter, on the workload's device (or its device map), its frozen
+        weights in the run's frozen dtype: on CUDA the whole model (autocast runs its norms in fp32), on the CPU
+        its matrices only (CPU autocast leaves a norm in its weight's dtype, which must match its fp32 bias)."""
+        frozen = self.weights_dtype
+        whole = frozen if self.device.type == "cuda" else torch.float32
+        model, source = causal_lm.load_causal_lm(self.run.model, whole, self.run.trainer.attn_implementation,
                                                  device=self.device)
+        if frozen != whole:
+            store_frozen_matrices(model, frozen, keep=set())   # before any adapter: its matrices train
         return place(model, self.run.model, self.device), source
 
     def new_model(self):

@@ -18,6 +18,7 @@ from beft.predictions import example_id
 from beft.bias_map import BiasMap
 from beft.fingerprint import model_identity
 from beft.models import enable_checkpointing, encoder_skeleton, load_encoder, load_tokenizer, place
+from beft.precision import DTYPES, store_frozen_matrices
 
 
 # Data read and tokenized once per process for each (task, data, subset, tokenizer, max length): the jobs of a
@@ -55,7 +56,7 @@ class EncoderWorkload:
         self.main_metric = f"{next(iter(self.data.eval))}/{run.task.main_metric}"
         self.source = self.data.source
         self.eval_batch_size = int(t.eval_batch_size)   # the memory plan may lower it (beft.memory_plan)
-        self.weights_dtype = torch.float32
+        self.weights_dtype = DTYPES[run.frozen_dtype]   # the memory plan counts the frozen matrices at it
 
     def _prepare(self):
         data = load_task(self.run.task, self.run.data_dir, self.run.train_size, self.run.seed)
@@ -74,6 +75,8 @@ class EncoderWorkload:
         """The pretrained backbone with a task head seeded by the run's seed: the same start for every method."""
         set_seed(self.run.seed)
         model, source = load_encoder(self.run.model, self.num_labels, self.run.trainer.attn_implementation)
+        if self.run.frozen_dtype != "fp32":   # the head trains: it stays fp32 with the biases and norms
+            store_frozen_matrices(model, DTYPES[self.run.frozen_dtype], set(BiasMap(model).head_param_names(model)))
         if self.run.trainer.get("gradient_checkpointing"):
             enable_checkpointing(model)
         return place(model, self.run.model, self.device), source
