@@ -98,3 +98,16 @@ def test_make_tables_on_the_committed_records_changes_nothing(tmp_path):
         assert sorted(ours) == sorted(theirs)
         assert [name for name in ours if ours[name] != theirs[name]] == []
     assert (out / "README.md").read_text() == (committed / "README.md").read_text()
+
+
+def test_jobs_that_differ_only_in_a_setting_are_cells_of_their_own():
+    """experiment=why-bv sweeps model.attention_dropout (the checkpoint's, and off): 24 jobs over 12 method × seed
+    cells, told apart by their variant as the store tells records apart, so one variant's records never count the
+    other variant's jobs as measured."""
+    from beft.report import jobs
+
+    cells = jobs.job_cells("why-bv")
+    plain = {(c["model"], c["task"], c["arm"], c["seed"]) for c in cells}
+    assert len(cells) == 24 and len(plain) == 12
+    assert len({c["variant"] for c in cells}) == 2
+    assert len({tuple(sorted(c.items())) for c in cells}) == 24

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from beft import jobs
 from beft.checks import group_choices
 from beft.record import method_label
-from beft.report.store import regime_label
+from beft.report.store import regime_label, variant_of
 
 
 def experiment_names() -> list[str]:
@@ -32,12 +32,14 @@ def experiment_sweep(name: str) -> tuple[str, int]:
 
 
 def job_cells(name: str) -> list[dict]:
-    """One cell per job of `experiment=<name>`'s sweep: model, task, regime_label, arm, seed."""
+    """One cell per job of `experiment=<name>`'s sweep: model, task, regime_label, variant, arm, seed (the variant:
+    what else changes its numbers, e.g. a sweep over model.attention_dropout, as the store tells records apart)."""
     cells = []
     for job in jobs.compose_jobs([f"experiment={name}"]):
         config = OmegaConf.to_container(job.config, resolve=True)
         cells.append({"model": config["model"]["name"], "task": config["task"]["name"],
-                      "regime_label": regime_label(config), "arm": method_label(config), "seed": int(config["seed"])})
+                      "regime_label": regime_label(config), "variant": variant_of(config), "arm": method_label(config),
+                      "seed": int(config["seed"])})
     return cells
 
 

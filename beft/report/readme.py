@@ -22,7 +22,7 @@ from beft.report.store import Store, arm_name, order_key, sort_runs, MODELS, TAS
 from beft.report.tables import TITLES
 
 log = logging.getLogger("beft")
-CELL = ["model", "task", "regime_label", "arm", "seed"]   # a job's cell (the store's CELL without the setting)
+CELL = ["model", "task", "regime_label", "variant", "arm", "seed"]   # a job's cell (the store's, in one experiment)
 LISTED = 40   # unmeasured cells listed one line per (config, model, task, regime, arm); the rest are counted
 
 
