@@ -102,7 +102,7 @@ def test_every_committed_results_folder_has_the_experiments_that_write_it():
     assert not missing, f"results/runs/{missing[0]} has records but no conf/experiment/*.yaml writes there"
     assert sorted(folders()["decoder-local"]) == ["decoder-local", "decoder-local-long", "decoder-local-qwen",
                                                   "decoder-local-qwen-squad", "decoder-local-squad",
-                                                  "why-bv-smollm2"]   # its b_v arm is decoder-local's
+                                                  "why-bv-smollm2", "why-bv-smollm2-squad"]   # b_v: decoder-local's
 
 
 @pytest.mark.parametrize("folder", sorted({path.parent.parent.name for path in RUNS.glob("*/*/result.json")}))
