@@ -89,22 +89,22 @@ def training_steps(model_name: str, task: str, batch_size: int, *overrides) -> d
     return steps
 
 
-def decoder_eval_and_generation(model_name: str, batch: int, gen_batch: int, n_eval: int) -> tuple[dict, dict]:
+def evaluation(model_name: str, task: str, n: int, variant: tuple) -> tuple:
+    """(workload, model in eval mode, its first evaluation split of `n` examples, scored in one batch)."""
+    wl = workload(f"model={model_name}", f"task={task}", "method=fixed-v", "regime.n=16",
+                  f"task.decoder.n_eval={n}", f"trainer.eval_batch_size={n}", *variant)
+    model, _ = wl.new_model()
+    return wl, model.eval(), next(iter(wl.eval_sets.values()))
+
+
+def decoder_eval_and_generation(model_name: str, batch: int, gen_batch: int) -> tuple[dict, dict]:
     """Scoring the candidates of `batch` SST-2 prompts, and greedy SQuAD answers for `gen_batch` prompts."""
     scoring, generation = {}, {}
     for name, variant in VARIANTS.items():
-        wl = workload(f"model={model_name}", "task=sst2", "method=fixed-v", "regime.n=16",
-                      f"task.decoder.n_eval={batch}", f"trainer.eval_batch_size={batch}", *variant)
-        model, _ = wl.new_model()
-        model.eval()
-        data = next(iter(wl.eval_sets.values()))
+        wl, model, data = evaluation(model_name, "sst2", batch, variant)
         scoring[name] = lambda wl=wl, model=model, data=data: wl.candidate_scores(model, data)
-        gl = workload(f"model={model_name}", "task=squad", "method=fixed-v", "regime.n=16",
-                      f"task.decoder.n_eval={gen_batch}", f"trainer.eval_batch_size={gen_batch}", *variant)
-        gen_model, _ = gl.new_model()
-        gen_model.eval()
-        gen_data = next(iter(gl.eval_sets.values()))
-        generation[name] = lambda gl=gl, model=gen_model, data=gen_data: gl.generate(model, data)
+        wl, model, data = evaluation(model_name, "squad", gen_batch, variant)
+        generation[name] = lambda wl=wl, model=model, data=data: wl.generate(model, data)
     return scoring, generation
 
 
@@ -142,7 +142,7 @@ def main() -> None:
     steps = training_steps(decoder, "sst2", plan["batch"], "regime.n=32", "task.decoder.n_eval=8")
     table += rows(f"{decoder} training step (b_v, SST-2 prompts, batch {plan['batch']})", "examples/s",
                   plan["batch"], interleaved(steps, args.rounds))
-    scoring, generation = decoder_eval_and_generation(decoder, plan["batch"], plan["gen_batch"], plan["batch"])
+    scoring, generation = decoder_eval_and_generation(decoder, plan["batch"], plan["gen_batch"])
     table += rows(f"{decoder} evaluation (SST-2 candidates, {plan['batch']} examples)", "examples/s",
                   plan["batch"], interleaved(scoring, args.rounds))
     table += rows(f"{decoder} generation (SQuAD, greedy, {plan['gen_batch']} prompts)", "prompts/s",
