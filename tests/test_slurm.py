@@ -193,7 +193,10 @@ def test_ctrl_c_cancels_the_jobs_and_prints_the_summary(tmp_path):
 
 def test_a_job_stopped_by_its_time_limit_says_so(tmp_path):
     # SLURM warns signal_delay_s before the limit (checked about twice a minute): here 50 to 80 s into the job.
-    done = sweep(tmp_path, "sweep", [*LONG, "hydra/launcher=slurm_cpu", "hydra.launcher.partition=x",
+    # The job must outlast the warning on an idle machine too (500 epochs can end in under 50 s): it trains until
+    # the signal stops it, and SLURM's limit ends it at 3 minutes whatever happens.
+    endless = [a if not a.startswith("trainer.epochs=") else "trainer.epochs=100000" for a in LONG]
+    done = sweep(tmp_path, "sweep", [*endless, "hydra/launcher=slurm_cpu", "hydra.launcher.partition=x",
                                      "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=3",
                                      "hydra.launcher.signal_delay_s=130"])
     (record,) = records(tmp_path).values()
