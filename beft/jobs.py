@@ -9,8 +9,7 @@ writes only its own node, the experiment's values included), then applies each j
 config loader does; the last job is checked against a whole composition, and on any difference every job is
 composed whole.
 
-A job's state is read where its run would write it (beft.record.run_id under out_dir, the key of its config and
-fingerprint), and checked as the run checks it before skipping (beft.record_check): `done` (the run would skip),
+A job's state is what the run itself is told before it starts (beft.resume): `done` (the run would skip),
 `failed` (its record says failed or interrupted, and why), `invalid` (a record is there but fails its checks,
 and why; the run would redo it), `missing`.
 """
@@ -22,13 +21,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from beft import fingerprint
 from beft.checks import CONF_DIR
-from beft.record import RECORD, legacy_keys, method_label, read_record, record_key, run_id
-from beft.record_check import distrust
-from beft.resume import data_dir
-
-STATES = ("done", "failed", "invalid", "missing")
+from beft.record import RECORD, method_label
+from beft.resume import look_up
 
 
 @dataclass
@@ -43,7 +38,7 @@ class Job:
 class JobState:
     job: Job
     run_id: str
-    state: str                 # one of STATES
+    state: str                 # one of beft.resume.STATES
     reason: str = ""           # why failed or invalid
     model: str = ""
     task: str = ""
@@ -145,38 +140,9 @@ def _plain(cfg) -> dict:
 def state_of(job: Job) -> JobState:
     """Where the job's run would write its record, and what is there (checked as the run checks it)."""
     config = _plain(job.config)
-    prints = fingerprint.of_run(config["model"], config["task"], data_dir(config))
-    key = record_key(config, prints)
-    out_dir = Path(str(config["out_dir"]))
-    named = dict(model=config["model"]["name"], task=config["task"]["name"], arm=method_label(config))
-    found = _look(out_dir / run_id(config, key) / RECORD, key)
-    if found[0] == "missing":
-        for old_key in legacy_keys(config):   # a record from before fingerprints: done where they agree
-            old = _look(out_dir / run_id(config, old_key) / RECORD, old_key, prints)
-            if old[0] in ("done", "invalid"):
-                return JobState(job, run_id(config, old_key), *old, **named)
-    return JobState(job, run_id(config, key), *found, **named)
-
-
-def _look(path: Path, key: str, legacy_prints: dict | None = None) -> tuple[str, str]:
-    """(state, reason) of the record at `path` for the run keyed `key`."""
-    if not path.exists() and not path.is_symlink():
-        return "missing", ""
-    record = read_record(path)
-    if record is None:
-        return "invalid", f"{RECORD} is not a readable JSON record (a plain file of at most 64 MB)"
-    reason = distrust(record, path.parent.name)
-    if reason is None and record.get("key") != key:
-        reason = f"its key {record.get('key')} is another run's"
-    if reason is not None:
-        return "invalid", reason
-    if legacy_prints is not None:   # as beft.pipeline.done_record: only an ok record without a fingerprint
-        if record["status"] != "ok" or record.get("fingerprint") or fingerprint.of_record(record) != legacy_prints:
-            return "missing", ""
-    if record["status"] == "ok":
-        return "done", ""
-    first = (str(record.get("error")).strip().splitlines() or [""])[0]
-    return "failed", first if record["status"] == "failed" else f"interrupted: {first}"
+    found = look_up(config)
+    return JobState(job, found.run_id, found.state, found.reason, model=config["model"]["name"],
+                    task=config["task"]["name"], arm=method_label(config))
 
 
 def states(jobs: list[Job]) -> list[JobState]:

@@ -33,9 +33,10 @@ from beft.precision import describe as describe_precision
 from beft.selection import SELECTORS, select
 from beft.trainable import Scope
 from beft.run_spec import Section
-from beft.record import RECORD, environment, legacy_keys, read_record, record_key, save_record
+from beft.record import RECORD, environment, record_key, save_record
 from beft.record import method_label, run_id  # noqa: F401 (also imported from here by older callers)
-from beft.record_check import distrust, trusted_predictions
+from beft.record_check import trusted_predictions
+from beft.resume import look_up
 from beft.train import Diverged
 
 log = logging.getLogger("beft")
@@ -110,34 +111,16 @@ def own_run_dir(config: dict, key: str) -> Path:
 
 
 def done_record(config: dict, key: str, prints: dict) -> dict | None:
-    """The ok record this run would write, if one exists and checks out (beft.record_check): under its own key,
-    or written before fingerprints entered the key (under the config-only key) with a fingerprint, rebuilt from
-    its env, equal to this run's. A record that does not check out is named in a warning, and the job reruns.
-    `config`: the run's config as data (beft.config.to_plain)."""
-    out = Path(config["out_dir"])
-    mine = _trusted(out / run_id(config, key) / RECORD, key)
-    if mine is not None:
-        return mine
-    for old_key in legacy_keys(config):
-        old = _trusted(out / run_id(config, old_key) / RECORD, old_key)
-        if old is not None and not old.get("fingerprint") and fingerprint.of_record(old) == prints:
-            return old
-    return None
-
-
-def _trusted(path: Path, key: str) -> dict | None:
-    """The ok record at `path` if it checks out and has `key`; a record there that does not is warned about."""
-    record = read_record(path)
-    if not record or record.get("status") != "ok":
+    """The ok record this run would write, if one exists and checks out (beft.resume, as `make status` and the
+    SLURM submit host are told). A record there that does not check out is named in a warning, and the job
+    reruns. `config`: the run's config as data (beft.config.to_plain)."""
+    found = look_up(config, key, prints)
+    if found.state == "invalid":
+        log.warning("not trusting %s: %s; running the job again", Path(config["out_dir"]) / found.path, found.reason)
+    if found.state != "done":
         return None
-    reason = distrust(record, path.parent.name)
-    if reason is None and record.get("key") != key:
-        reason = f"its key {record.get('key')} is another run's"
-    if reason is not None:
-        log.warning("not trusting %s: %s; running the job again", path, reason)
-        return None
-    trusted_predictions(record, path.parent)   # an edited predictions file is named now, and ignored by reports
-    return record
+    trusted_predictions(found.record, Path(config["out_dir"]) / found.run_id)   # an edited one is named now
+    return found.record
 
 
 def _execute(spec, record: dict, run_dir: Path, logger) -> None:

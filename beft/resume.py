@@ -1,18 +1,26 @@
-"""Which jobs of a sweep are already done, told without torch: a launcher that submits jobs elsewhere (SLURM)
-asks here before submitting, so a rerun allocates nothing for finished work.
+"""Whether a job's run is already done: one answer, told without torch, for everyone who asks. The run itself asks
+before it starts (beft.pipeline), the sweep's job list asks for `make status` (beft.jobs), and a launcher that
+submits jobs elsewhere (SLURM: beft.submitit_launcher) asks before submitting, so a rerun allocates nothing for
+finished work and nobody skips a job that its run would redo.
 
-A job is done when an `ok` record carries its key (beft.record.record_key over the config and
-beft.fingerprint.of_run: file hashes, package versions), or, for a record from before fingerprints, one of its
-legacy keys with a fingerprint rebuilt from the record's env equal to the job's, exactly as beft.pipeline
-decides in the job. A job this misses still skips itself when it runs; this never skips more than the job would.
+The record is read where the run writes it (beft.record.run_id under out_dir, from the key of its config and
+fingerprint: file hashes, package versions) and checked as every record is checked (beft.record_check): one that
+fails the checks is `invalid`, and the run redoes it. A record from before fingerprints, under a legacy key,
+counts as done when its fingerprint rebuilt from its env equals the job's.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from beft import fingerprint
-from beft.record import RECORD, legacy_keys, read_record, record_key
+from beft.record import RECORD, legacy_keys, read_record, record_key, run_id
+from beft.record_check import distrust
+
+STATES = ("done", "failed", "invalid", "missing")
 
 
 def data_dir(cfg) -> str | None:
@@ -21,40 +29,67 @@ def data_dir(cfg) -> str | None:
     return str(Path(value).expanduser().resolve()) if value else None
 
 
+@dataclass(frozen=True)
+class Found:
+    """What is where a job's run would write its record."""
+    state: str                 # one of STATES
+    run_id: str                # the folder under out_dir (the legacy key's, when a legacy record decided)
+    reason: str = ""           # why failed or invalid
+    record: dict | None = None
+
+    @property
+    def path(self) -> str:
+        return f"{self.run_id}/{RECORD}"
+
+
+def prints_of(config: dict) -> dict:
+    """The job's fingerprint, as the run computes it."""
+    return fingerprint.of_run(config["model"], config["task"], data_dir(config))
+
+
+def look_up(config: dict, key: str | None = None, prints: dict | None = None) -> Found:
+    """The state of the job whose config (as data, resolved) is `config`; `key` and `prints` when known."""
+    prints = prints if prints is not None else prints_of(config)
+    key = key or record_key(config, prints)
+    out_dir = Path(str(config["out_dir"]))
+    found = _look(out_dir, run_id(config, key), key)
+    if found.state != "missing":
+        return found
+    for old_key in legacy_keys(config):   # a record from before fingerprints: done where the fingerprints agree
+        old = _look(out_dir, run_id(config, old_key), old_key, prints)
+        if old.state in ("done", "invalid"):
+            return old
+    return found
+
+
+def _look(out_dir: Path, name: str, key: str, legacy_prints: dict | None = None) -> Found:
+    path = out_dir / name / RECORD
+    if not path.exists() and not path.is_symlink():
+        return Found("missing", name)
+    record = read_record(path)
+    if record is None:
+        return Found("invalid", name, f"{RECORD} is not a readable JSON record (a plain file of at most 64 MB)")
+    reason = distrust(record, name)
+    if reason is None and record.get("key") != key:
+        reason = f"its key {record.get('key')} is another run's"
+    if reason is not None:
+        return Found("invalid", name, reason)
+    if legacy_prints is not None:   # only an ok record without a fingerprint, rebuilt equal to the job's
+        if record["status"] != "ok" or record.get("fingerprint") or fingerprint.of_record(record) != legacy_prints:
+            return Found("missing", name)
+    if record["status"] == "ok":
+        return Found("done", name, record=record)
+    first = (str(record.get("error")).strip().splitlines() or [""])[0]
+    return Found("failed", name, first if record["status"] == "failed" else f"interrupted: {first}", record)
+
+
 class DoneRecords:
-    """The ok records under out_dirs, found by key; run folders are listed once per out_dir."""
-
-    def __init__(self):
-        self._folders: dict[Path, dict[str, list[Path]]] = {}
-
-    def _by_short_key(self, out_dir: Path) -> dict[str, list[Path]]:
-        if out_dir not in self._folders:
-            index: dict[str, list[Path]] = {}
-            if out_dir.is_dir():
-                for folder in out_dir.iterdir():   # run ids end in -<the key's first 8 characters>
-                    index.setdefault(folder.name.rsplit("-", 1)[-1], []).append(folder)
-            self._folders[out_dir] = index
-        return self._folders[out_dir]
-
-    def _ok(self, out_dir: Path, key: str, accept) -> dict | None:
-        for folder in self._by_short_key(out_dir).get(key[:8], []):
-            record = read_record(folder / RECORD)
-            if record and record.get("status") == "ok" and record.get("key") == key and accept(record):
-                return record
-        return None
+    """For a launcher: the ok record that makes a job's run unnecessary (the job's config without its hydra node)."""
 
     def find(self, cfg) -> dict | None:
-        """The ok record that makes this job's run unnecessary, or None (also with force set)."""
-        if cfg.get("force"):
+        """The job's ok record if it checks out, else None (also with force set: the run reruns)."""
+        config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+        if config.get("force"):
             return None
-        out_dir = Path(str(cfg.out_dir))
-        prints = fingerprint.of_run(cfg.model, cfg.task, data_dir(cfg))
-        mine = self._ok(out_dir, record_key(cfg, prints), lambda record: True)
-        if mine is not None:
-            return mine
-        for old_key in legacy_keys(cfg):
-            old = self._ok(out_dir, old_key,
-                           lambda record: not record.get("fingerprint") and fingerprint.of_record(record) == prints)
-            if old is not None:
-                return old
-        return None
+        found = look_up(config)
+        return found.record if found.state == "done" else None

@@ -19,7 +19,7 @@ from pathlib import Path
 from beft import jobs
 from beft.checks import CONF_DIR, check_overrides, group_choices
 from beft.errors import BeftError
-from beft.jobs import STATES
+from beft.resume import STATES
 
 USAGE = ("usage: python -m beft.status experiment=NAME [overrides ...]   (the overrides of "
          "`python run.py -m experiment=NAME ...`; -m may be given, it changes nothing)")

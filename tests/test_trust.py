@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+from omegaconf import OmegaConf
 
 from beft import file_hashes, files
 from beft import fingerprint
@@ -31,6 +32,7 @@ from beft.pipeline import run, run_id
 from beft.record import record_key
 from beft.record_check import distrust
 from beft.report.store import read_store
+from beft.resume import DoneRecords, look_up
 from beft.trainable import Scope
 from conftest import REPO, compose
 from synthetic import record as synthetic_record, rekey
@@ -242,7 +244,11 @@ def test_a_record_that_does_not_check_out_is_rerun_and_left_out_of_tables(case, 
         assert any("leaving out" in r.getMessage() and records["fixed-v"]["run_id"] in r.getMessage()
                    for r in caplog.records)
         caplog.clear()
-        again = run(quick_cfg(data_dir, tmp_path / "runs" / "exp", root / "cache"))
+        cfg = quick_cfg(data_dir, tmp_path / "runs" / "exp", root / "cache")
+        found = look_up(OmegaConf.to_container(cfg, resolve=True))   # what `make status` is told
+        assert found.state == "invalid" and reason in found.reason
+        assert DoneRecords().find(cfg) is None   # the SLURM submit host submits it again, as the run redoes it
+        again = run(cfg)
     assert "skipped" not in again and again["status"] == "ok"              # rerun, not trusted
     assert again["metrics"] == records["fixed-v"]["metrics"] and again["training"]["reused"] is True
     warned = [r.getMessage() for r in caplog.records if "not trusting" in r.getMessage()]
