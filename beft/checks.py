@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from omegaconf import OmegaConf
 
+from beft import method_table
 from beft.bias_types import TYPES, canonical_type
 from beft.errors import BeftError, choices_error
 from beft.file_lock import HEARTBEAT
@@ -255,6 +256,8 @@ def check_values(cfg) -> None:
                    "the GiB a job may use (> 0), or null for what the GPU has free")
     if not isinstance(t.get("gradient_checkpointing", False), bool):
         raise _bad("trainer.gradient_checkpointing", t.get("gradient_checkpointing"), "true or false")
+    if t.get("gradient_checkpointing") and method_table.checkpointing_refusal(cfg.method.name):
+        raise BeftError(method_table.checkpointing_refusal(cfg.method.name))
     device_map = cfg.model.get("device_map")
     if device_map is not None and device_map not in ("auto", "balanced", "sequential") and \
             not OmegaConf.is_dict(device_map) and not isinstance(device_map, dict):

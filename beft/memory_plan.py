@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from beft import method_table
 from beft.errors import BeftError
 
 GiB = 2 ** 30
@@ -63,6 +64,7 @@ class Job:
     new_tokens: int = 0                 # > 0: the evaluation generates (a key/value cache per row)
     act_bytes: int = 4                  # 2 under bf16 / fp16 autocast
     checkpointing: bool = False
+    can_checkpoint: bool = True         # false for an adapter in the key/value cache (beft.method_table)
     optimizer: str = "adamw"
     weights_need_inputs: bool = False   # weights (full, LoRA) train: every Linear's input is saved too
     lm_logits: bool = True              # a vocabulary-wide logit per token (decoders; an encoder's head is tiny)
@@ -140,7 +142,7 @@ def largest_eval_rows(plan: Plan, skeleton_shape: Shape, job: Job, budget: int) 
 def knobs(skeleton, weight_dtype, job: Job, budget: int, *, half_possible: bool) -> list[str]:
     """The settings that, each alone, bring the plan within `budget` (the one-line refusal names them)."""
     found = []
-    if not job.checkpointing and estimate(skeleton, weight_dtype, replace(job, checkpointing=True)).total <= budget:
+    if job.can_checkpoint and not job.checkpointing and estimate(skeleton, weight_dtype, replace(job, checkpointing=True)).total <= budget:
         found.append("trainer.gradient_checkpointing=true")
     if job.eval_rows > 1:
         one = estimate(skeleton, weight_dtype, replace(job, eval_rows=1))
@@ -166,6 +168,7 @@ def job_of(spec, workload) -> Job:
                eval_rows=workload.eval_batch_size * (shape["candidates"] if not shape["new_tokens"] else 1),
                new_tokens=shape["new_tokens"], act_bytes=4 if spec.precision == "fp32" else 2,
                checkpointing=bool(spec.trainer.get("gradient_checkpointing")), optimizer=s.optimizer,
+               can_checkpoint=method_table.checkpointing_refusal(spec.method.name) is None,
                lm_logits=workload.kind == "decoder")
 
 

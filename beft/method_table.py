@@ -148,3 +148,15 @@ def refusal(name: str, kind: str, model_name: str) -> str | None:
     if kind in entry.kinds:
         return None
     return f"method={name} " + (entry.refusal or NEEDS[entry.kinds[0]].format(model=model_name))
+
+
+def checkpointing_refusal(name: str) -> str | None:
+    """Why trainer.gradient_checkpointing cannot train `name` (None where it can). Inside a checkpointed layer
+    transformers drops the key/value cache, so an adapter that lives there (prefix) would vanish from the forward."""
+    adapter = method(name).adapter
+    if isinstance(adapter, Adapter) and adapter.in_kv_cache:
+        return (f"trainer.gradient_checkpointing=true cannot train method={name}: transformers drops the key/value "
+                f"cache inside a checkpointed layer, and the {adapter.name} lives there; set "
+                "trainer.gradient_checkpointing=false (to fit a big job: a smaller trainer.eval_batch_size, or "
+                "model.device_map=auto)")
+    return None

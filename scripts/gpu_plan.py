@@ -110,7 +110,9 @@ def render() -> str:
     lines += ["", "Where bf16 is missing (T4, V100) `trainer.precision=auto` runs fp16 with a gradient scaler; a "
               "model larger than one card spreads over the visible GPUs (and the CPU) with `model.device_map=auto` "
               "and `model.max_memory={0: 20GiB, cpu: 60GiB}`. `trainer.memory_budget_gib` states the budget "
-              "instead of the GPU's free memory. None of these knobs changes a run's record key."]
+              "instead of the GPU's free memory. None of these knobs changes a run's record key. Prefix tuning "
+              "cannot be checkpointed (transformers drops the key/value cache, where the prefix lives, inside a "
+              "checkpointed layer): `method=prefix trainer.gradient_checkpointing=true` is refused in one line."]
     return "\n".join(lines) + "\n"
 
 

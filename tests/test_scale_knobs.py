@@ -18,11 +18,12 @@ from beft.trainable import Scope, apply_scope
 QUICK = ("regime.n=16", "trainer.epochs=1", "trainer.lr=0.05")
 
 
-def bias_gradients(make_cfg, model_name, *overrides):
-    spec = config.resolve(make_cfg(f"model={model_name}", "method=bitfit", *QUICK, *overrides))
+def trained_gradients(make_cfg, model_name, method, *overrides):
+    spec = config.resolve(make_cfg(f"model={model_name}", f"method={method}", *QUICK, *overrides))
     workload = make_workload(spec)
-    model, _ = workload.new_model()
-    apply_scope(model, BiasMap(model), Scope("all_biases"))
+    model, _ = workload.new_model()   # a PEFT method's adapter comes with the model
+    if method == "bitfit":
+        apply_scope(model, BiasMap(model), Scope("all_biases"))
     model.train()                        # dropout on: checkpointing must replay its random stream
     batch = next(iter(workload.batches(workload.train_set, 8, torch.Generator().manual_seed(0))))
     torch.manual_seed(0)
@@ -31,15 +32,27 @@ def bias_gradients(make_cfg, model_name, *overrides):
     return base.is_gradient_checkpointing, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("model_name", ["tiny-bert", "tiny-opt", "tiny-llama"])
-def test_checkpointing_gives_the_same_bias_gradients(make_cfg, model_name):
-    plain_on, plain = bias_gradients(make_cfg, model_name)
-    ckpt_on, ckpt = bias_gradients(make_cfg, model_name, "trainer.gradient_checkpointing=true")
+@pytest.mark.parametrize("model_name,method", [("tiny-bert", "bitfit"), ("tiny-opt", "bitfit"),
+                                               ("tiny-llama", "bitfit"), ("tiny-opt", "lora")])
+def test_checkpointing_gives_the_same_gradients(make_cfg, model_name, method):
+    plain_on, plain = trained_gradients(make_cfg, model_name, method)
+    ckpt_on, ckpt = trained_gradients(make_cfg, model_name, method, "trainer.gradient_checkpointing=true")
     assert ckpt_on and not plain_on
     assert sorted(ckpt) == sorted(plain) and len(plain) > 4
     assert all(ckpt[n].abs().sum() > 0 or plain[n].abs().sum() == 0 for n in plain)   # gradients do flow
     for name in plain:
         assert torch.allclose(ckpt[name], plain[name], atol=1e-5, rtol=0), name
+
+
+def test_checkpointing_is_refused_in_one_line_for_prefix_tuning_whose_prefix_it_would_drop(make_cfg):
+    """transformers drops the key/value cache inside a checkpointed layer: the prefix would vanish mid-forward
+    (a shape error after the model loaded, without this check)."""
+    from beft.errors import BeftError
+
+    with pytest.raises(BeftError, match=r"^trainer.gradient_checkpointing=true cannot train method=prefix: "
+                                        r"transformers drops the key/value cache[^\n]*=false"):
+        config.resolve(make_cfg("model=tiny-opt", "method=prefix", *QUICK, "trainer.gradient_checkpointing=true"))
+    config.resolve(make_cfg("model=tiny-opt", "method=prefix", *QUICK))   # without checkpointing it runs
 
 
 def test_fp16_trains_through_the_gradient_scaler_with_the_same_steps(make_cfg):
