@@ -142,7 +142,8 @@ def largest_eval_rows(plan: Plan, skeleton_shape: Shape, job: Job, budget: int) 
 def knobs(skeleton, weight_dtype, job: Job, budget: int, *, half_possible: bool) -> list[str]:
     """The settings that, each alone, bring the plan within `budget` (the one-line refusal names them)."""
     found = []
-    if job.can_checkpoint and not job.checkpointing and estimate(skeleton, weight_dtype, replace(job, checkpointing=True)).total <= budget:
+    checkpointed = replace(job, checkpointing=True)
+    if job.can_checkpoint and not job.checkpointing and estimate(skeleton, weight_dtype, checkpointed).total <= budget:
         found.append("trainer.gradient_checkpointing=true")
     if job.eval_rows > 1:
         one = estimate(skeleton, weight_dtype, replace(job, eval_rows=1))

@@ -63,7 +63,8 @@ def test_the_refusal_names_the_knob_that_fits():
     assert "\n" not in line and f"{plain.total / GiB:.2f} GiB" in line and f"{budget / GiB:.2f} GiB is free" in line
     assert "trainer.gradient_checkpointing=true" in line and "model.device_map=auto" in line
     # prefix tuning cannot be checkpointed (beft.method_table.checkpointing_refusal): the knob is not offered
-    assert memory_plan.knobs(model, torch.float32, replace(job, can_checkpoint=False), budget, half_possible=False) == []
+    prefix_job = replace(job, can_checkpoint=False)
+    assert memory_plan.knobs(model, torch.float32, prefix_job, budget, half_possible=False) == []
 
 
 def test_a_job_over_its_stated_budget_stops_before_loading(make_cfg, monkeypatch):

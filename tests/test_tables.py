@@ -9,7 +9,7 @@ from beft.report import stats
 from beft.report import make_tables
 from beft.report.store import read_store
 from conftest import REPO
-from synthetic import realistic_store, record, write
+from synthetic import realistic_store, record, rekey, write
 
 PAPER = REPO / "results" / "paper"
 
@@ -207,6 +207,48 @@ def test_runs_with_other_settings_are_kept_apart(tmp_path):
     md = (tmp_path / "tables" / "exp.md").read_text()
     assert "setting" in md.splitlines()[2]
     assert "80.00 ± 0.00 (2)" in md and "70.00 ± 0.00 (2)" in md  # two rows, never one mixed cell
+    rows = {line.split(" | ")[3]: line for line in md.splitlines() if "| sst2 |" in line and "| acc. |" in line}
+    assert "80.00" in rows["trainer.epochs=null"] and "70.00" in rows["trainer.epochs=3"]   # named, as overrides
+
+
+def _setting(rec: dict, **changes) -> dict:
+    """The record with changed model / trainer fields ({"model.attention_dropout": 0.0}), rekeyed."""
+    for field, value in changes.items():
+        section, name = field.split("__")
+        rec["config"][section][name] = value
+    return rekey(rec)
+
+
+def test_why_bv_rows_dropout_and_sgd_at_each_arms_own_lr_are_paired_per_seed(tmp_path):
+    """experiment=why-bv's layout: b_v against b_o with attention dropout on and off (rows apart, each named), and
+    plain SGD at each arm's own tuned lr (one row: the arms are compared); an lr search keeps a row per lr."""
+    runs = tmp_path / "runs"
+    for seed in (0, 1, 2):
+        for arm, base in (("fixed-v", 0.70), ("fixed-o", 0.72)):
+            write(runs, "exp", record("minilm", "sst2", arm, seed, base + seed / 100))
+            write(runs, "exp", _setting(record("minilm", "sst2", arm, seed, base + 0.05 + seed / 100),
+                                        model__attention_dropout=0.0))
+            lr = {"fixed-v": 1.0, "fixed-o": 0.3}[arm]
+            write(runs, "exp", _setting(record("minilm", "sst2", arm, seed, base + 0.10 + seed / 50),
+                                        trainer__optimizer="sgd", trainer__lr=lr))
+    for lr, value in ((0.1, 0.6), (1.0, 0.65)):   # an lr search: one arm, several lrs, seed 0 only
+        write(runs, "search", _setting(record("minilm", "sst2", "fixed-v", 0, value), trainer__optimizer="sgd",
+                                       trainer__lr=lr))
+    build(tmp_path, with_figures=True)
+    md = (tmp_path / "tables" / "exp.md").read_text()
+    rows = {line.split(" | ")[3]: line for line in md.splitlines() if "| sst2 |" in line and "| acc. |" in line}
+    assert sorted(rows) == ["model.attention_dropout=0.0, trainer.optimizer=adamw, trainer.lr=null",
+                            "model.attention_dropout=null, trainer.optimizer=adamw, trainer.lr=null",
+                            "model.attention_dropout=null, trainer.optimizer=sgd, trainer.lr per arm: b_m1 0.3, "
+                            "b_v 1.0"]
+    assert "| 71.00 ± 1.00 (3) | 73.00 ± 1.00 (3) |" in rows["model.attention_dropout=null, trainer.optimizer="
+                                                              "adamw, trainer.lr=null"]   # never mixed
+    paired = (tmp_path / "tables" / "exp_paired.md").read_text()
+    sgd = next(line for line in paired.splitlines() if "per arm" in line)
+    assert "| b_v − b_m1 | 3 | -2.00 | 0: -2.00 1: -2.00 2: -2.00 |" in sgd and "0–0–3" in sgd
+    assert sum("| b_v − b_m1 |" in line for line in paired.splitlines()) == 3
+    search = (tmp_path / "tables" / "search.md").read_text()
+    assert "trainer.lr=0.1 | acc. | 60.00 (1)" in search and "trainer.lr=1.0 | acc. | 65.00 (1)" in search
 
 
 def test_fields_the_key_ignores_never_split_a_cell(tmp_path):

@@ -9,7 +9,8 @@ import pandas as pd
 
 from beft.report import stats
 from beft.report.store import Store, arm_name
-from beft.report.tables import SCALE, comparisons, label_row, ordered_arms, row_blocks, selection_arms
+from beft.report.tables import (SCALE, comparisons, label_row, ordered_arms, row_blocks, row_columns, selection_arms,
+                                with_settings)
 
 EXAMPLES_NOTE = ("Paired over examples: for one seed, both arms' predictions on the same evaluation examples "
                  "(predictions.jsonl, its sha256 checked). first only / second only: examples that arm alone got "
@@ -27,7 +28,7 @@ def correct_by_example(rows: list[dict], split: str) -> dict | None:
 
 
 def examples_table(ok: pd.DataFrame, store: Store):
-    rows, data = [], []
+    rows, data, settings = [], [], with_settings(ok)
     for key, runs in row_blocks(ok):
         for a, b in comparisons(ordered_arms(runs), set(selection_arms(runs))):
             for seed in sorted(set(runs.loc[runs["arm"] == a, "seed"]) & set(runs.loc[runs["arm"] == b, "seed"])):
@@ -44,11 +45,11 @@ def examples_table(ok: pd.DataFrame, store: Store):
                 n = len(first)
                 diff = (sum(first.values()) - sum(second.values())) / n
                 p = stats.mcnemar_p(first_only, second_only)
-                rows.append(label_row(key, runs, False)[:3] + [
+                rows.append(label_row(key, runs, settings) + [
                     f"{arm_name(a)} − {arm_name(b)}", str(seed), str(n), f"{diff * SCALE:+.2f}", str(first_only),
                     str(second_only), f"{p:.3f}"])
                 data.append({**key, "a": a, "b": b, "seed": seed, "split": split, "examples": n, "diff": diff,
                              "first_only": first_only, "second_only": second_only, "p": p})
-    columns = ["model", "task", "regime", "difference", "seed", "examples", "Δ acc. (×100)", "first only",
+    columns = row_columns(ok) + ["difference", "seed", "examples", "Δ acc. (×100)", "first only",
                "second only", "McNemar p"]
     return columns, rows, pd.DataFrame(data)

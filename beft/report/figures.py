@@ -62,7 +62,9 @@ def heatmaps(store: Store, ok: pd.DataFrame, experiment: str, out_dir: Path) -> 
     """One figure per model x task x regime: a panel per selection method, scores averaged over seeds."""
     chosen = ok[ok["is_selection"]]
     paths = []
-    for (model, task, regime), block in chosen.groupby(["model", "task", "regime_label"], sort=True):
+    settings = chosen["setting"].nunique() > 1   # rows with their own settings: a figure each
+    for (model, task, regime, setting), block in chosen.groupby(["model", "task", "regime_label", "setting"],
+                                                                 sort=True):
         methods = sorted(block["arm"].unique(), key=lambda m: order_key(m, SELECTION_METHODS))
         n_train = int(block["n_train"].min())
         panels = [(m, [store.records[p]["selection"] for p in sorted(block[block["arm"] == m]["path"])])
@@ -75,8 +77,10 @@ def heatmaps(store: Store, ok: pd.DataFrame, experiment: str, out_dir: Path) -> 
             for ax, (method, selections) in zip(axes[:, 0], panels):
                 _heatmap_panel(ax, method, selections, n_layers, last=ax is axes[-1, 0])
             where = _regime(regime) if regime.startswith("n") else f"{regime} regime, n={n_train:,}"
-            fig.suptitle(f"Per-layer bias scores: {model}, {TASK_NAMES.get(task, task)}, {where}", fontsize=10)
-            paths.append(_save(fig, out_dir / f"{_slug(experiment, 'heatmap', model, task, regime)}.png"))
+            fig.suptitle(f"Per-layer bias scores: {model}, {TASK_NAMES.get(task, task)}, {where}"
+                         + (f"\n{setting}" if setting else ""), fontsize=10)
+            suffix = [block["row"].iloc[0][:6]] if settings else []
+            paths.append(_save(fig, out_dir / f"{_slug(experiment, 'heatmap', model, task, regime, *suffix)}.png"))
     return paths
 
 
@@ -118,8 +122,8 @@ def bars(ok: pd.DataFrame, experiment: str, out_dir: Path) -> list[Path]:
     fixed = ok[ok["arm"].isin([f"fixed-{t}" for t in TYPES])]
     paths = []
     for model, block in fixed.groupby("model", sort=True):
-        block = sort_runs(block, ["task", "regime_label", "arm", "seed"])
-        groups = list(dict.fromkeys(zip(block["task"], block["regime_label"])))
+        block = sort_runs(block, ["task", "regime_label", "setting", "arm", "seed"])
+        groups = list(dict.fromkeys(zip(block["task"], block["regime_label"], block["setting"])))   # settings apart
         types = sorted({a[len("fixed-"):] for a in block["arm"]}, key=FIXED_ORDER.index)
         width = 0.8 / len(types)
         with plt.rc_context(STYLE):
@@ -127,8 +131,9 @@ def bars(ok: pd.DataFrame, experiment: str, out_dir: Path) -> list[Path]:
                                    constrained_layout=True)
             low, high = np.inf, -np.inf
             for j, t in enumerate(types):
-                for i, (task, regime) in enumerate(groups):
+                for i, (task, regime, setting) in enumerate(groups):
                     values = 100 * block[(block["task"] == task) & (block["regime_label"] == regime)
+                                         & (block["setting"] == setting)
                                          & (block["arm"] == f"fixed-{t}")]["value"].to_numpy(float)
                     if not len(values):
                         continue
@@ -143,7 +148,8 @@ def bars(ok: pd.DataFrame, experiment: str, out_dir: Path) -> list[Path]:
             many_regimes = block["regime_label"].nunique() > 1
             ax.set_xticks(range(len(groups)), [
                 f"{TASK_NAMES.get(t, t)}" + (f" {_regime(r)}" if many_regimes else "")
-                + f"\n{METRIC_SHORT.get(metrics[(t, r)], metrics[(t, r)])}" for t, r in groups])
+                + f"\n{METRIC_SHORT.get(metrics[(t, r)], metrics[(t, r)])}" + _setting_tick(setting)
+                for t, r, setting in groups])
             span = max(high - low, 1.0)
             ax.set_ylim(max(0.0, low - 0.15 * span) if low >= 0 else low - 0.15 * span, high + 0.12 * span)
             ax.set_ylabel("validation score (×100)")
@@ -151,16 +157,21 @@ def bars(ok: pd.DataFrame, experiment: str, out_dir: Path) -> list[Path]:
             # Below the tick labels: above the axes it would collide with the two-line title.
             ax.legend(ncol=len(types), frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16),
                       handlelength=1.2, columnspacing=1.0)
-            seeds = int(block.groupby(["task", "regime_label", "arm"]).size().max())
+            seeds = int(block.groupby(["task", "regime_label", "setting", "arm"]).size().max())
             ax.set_title(f"{model}: one bias type trained alone\n(mean ± std over seeds, dots: up to {seeds} seeds)",
                          loc="left", fontsize=8)
             paths.append(_save(fig, out_dir / f"{_slug(experiment, 'bars', model)}.png"))
     return paths
 
 
+def _setting_tick(setting: str) -> str:
+    """A row's setting under its tick, short: each override's field name without its section."""
+    return "".join("\n" + part.strip().split(".", 1)[-1] for part in setting.split(", ") if part) if setting else ""
+
+
 def _units(ok: pd.DataFrame, store: Store):
-    """Per (model, task, regime, seed): {type: fixed score} and {method: selection record}."""
-    keys = ["model", "task", "regime_label", "seed"]
+    """Per (model, task, regime, row, seed): {type: fixed score} and {method: selection record}."""
+    keys = ["model", "task", "regime_label", "row", "seed"]
     for key, block in ok.groupby(keys, sort=True):
         fixed = {fixed_type(a): float(v) for a, v in zip(block["arm"], block["value"]) if fixed_type(a)}
         chosen = {a: store.records[p]["selection"]

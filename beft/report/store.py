@@ -24,6 +24,7 @@ from beft.files import read_bytes
 from beft.method_table import METHODS, SELECTION_METHODS, TYPE_ORDER, arms
 from beft.record import MAX_RECORD_BYTES, RECORD   # the run program names the record file; the report reads it
 from beft.record_check import STATUSES, distrust, trusted_predictions
+from beft.report import settings
 
 log = logging.getLogger("beft")
 CELL = ["experiment", "model", "task", "regime_label", "variant", "arm", "seed"]   # one number in a table
@@ -162,7 +163,8 @@ def _row(record: dict, experiment: str, path: Path) -> dict:
         "status": record["status"], "error": record.get("error"), "created": record.get("created", ""),
         "model": config["model"]["name"], "task": config["task"]["name"], "regime": config["regime"]["name"],
         "regime_label": regime_label(config), "n_train": record.get("n_train"), "method": config["method"]["name"],
-        "arm": arm_of(record), "seed": int(config["seed"]), "variant": variant_of(config), "metric": metric,
+        "arm": arm_of(record), "seed": int(config["seed"]), "variant": variant_of(config),
+        "setting_fields": settings.fields_of(config), "metric": metric,
         "value": main.get("value", math.nan), "trainable_params": record.get("trainable_params"),
         "total_params": record.get("total_params"), "top_type": (selection.get("ranking") or [None])[0],
         "chosen": "+".join(selection.get("chosen_types") or []) or None, "is_selection": is_selection(record),
@@ -207,6 +209,7 @@ def read_store(root: Path) -> Store:
         runs = runs.drop_duplicates(["experiment", "key"], keep="first")
         runs = _one_per_cell(runs)
         runs = runs.sort_values(["experiment", "path"]).reset_index(drop=True)
+        runs = settings.assign(runs, arm_name)   # rows apart where settings differ (beft.report.settings)
     tabled = set(runs["path"]) if not runs.empty else set()   # a duplicate left out keeps no predictions either
     return Store(runs, records, skipped, untrusted, {p: r for p, r in kept.items() if p in tabled})
 

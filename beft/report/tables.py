@@ -20,7 +20,7 @@ from beft.report.store import (BIAS_UPDATES, FIXED_ORDER, Store, arm_name, arm_o
 from beft.report.table_io import DASH
 
 SCALE = 100.0   # metrics are stored as fractions (accuracy, F1, MCC, correlations); tables show ×100
-ROW = ["model", "task", "regime_label", "variant"]
+ROW = ["model", "task", "regime_label", "row", "setting"]   # a table row (beft.report.settings)
 METRIC_NAMES = {"accuracy": "acc.", "mcc": "MCC", "macro_f1": "macro-F1", "f1": "F1", "spearman": "Spearman",
                 "pearson": "Pearson"}
 TITLES = {
@@ -80,7 +80,7 @@ def paper_match(paper: pd.DataFrame, model, task, n_train, arm, metric) -> tuple
 
 def row_blocks(ok: pd.DataFrame):
     """(row key dict, runs of that row) in the paper's order."""
-    keys = sort_runs(ok[ROW].drop_duplicates(), ["model", "task", "regime_label", "variant"])
+    keys = sort_runs(ok[ROW].drop_duplicates(), ["model", "task", "regime_label", "setting", "row"])
     for _, key in keys.iterrows():
         mask = (ok[ROW] == key.values).all(axis=1)
         yield key.to_dict(), ok[mask]
@@ -91,11 +91,24 @@ def ordered_arms(ok: pd.DataFrame) -> list[str]:
     return sorted(ok["arm"].unique(), key=lambda a: order_key(a, order))
 
 
-def label_row(key: dict, runs: pd.DataFrame, show_variant: bool) -> list[str]:
+def with_settings(ok: pd.DataFrame) -> bool:
+    """Whether any row is set apart by its settings (then every table shows a setting column)."""
+    return bool((ok["setting"] != "").any())
+
+
+def row_columns(ok: pd.DataFrame) -> list[str]:
+    return ["model", "task", "regime"] + (["setting"] if with_settings(ok) else [])
+
+
+def label_row(key: dict, runs: pd.DataFrame, settings: bool) -> list[str]:
+    """The cells naming a row: model, task, regime (and its training-set size), and its setting if shown."""
+    cells = [key["model"], key["task"], regime_text(key["regime_label"], runs["n_train"].min())]
+    return cells + ([key["setting"]] if settings else [])
+
+
+def metric_text(runs: pd.DataFrame) -> str:
     metric = "/".join(sorted(runs["metric"].unique()))
-    cells = [key["model"], key["task"], regime_text(key["regime_label"], runs["n_train"].min()),
-             METRIC_NAMES.get(metric, metric)]
-    return cells + ([key["variant"]] if show_variant else [])
+    return METRIC_NAMES.get(metric, metric)
 
 
 def _values(runs: pd.DataFrame, arm: str) -> list[float]:
@@ -105,14 +118,14 @@ def _values(runs: pd.DataFrame, arm: str) -> list[float]:
 
 def main_table(experiment: str, ok: pd.DataFrame, paper: pd.DataFrame):
     arms = ordered_arms(ok)
-    show_variant = ok.groupby(["model", "task", "regime_label"])["variant"].nunique().max() > 1
+    settings = with_settings(ok)
     rows, data, tags = [], [], set()
     # A paper column beside an arm in the paper's tables (— says "unknown"), elsewhere only where one matches.
     with_paper = {a for a in arms if experiment.startswith("table") or any(
         paper_match(paper, k["model"], k["task"], r["n_train"].min(), a, r["metric"].iloc[0])
         for k, r in row_blocks(ok))}
     for key, runs in row_blocks(ok):
-        cells = label_row(key, runs, show_variant)
+        cells = label_row(key, runs, settings) + [metric_text(runs)]
         for arm in arms:
             values = _values(runs, arm)
             cells.append(fmt_cell(values))
@@ -126,18 +139,18 @@ def main_table(experiment: str, ok: pd.DataFrame, paper: pd.DataFrame):
                          "trainable_params": _median(runs[runs["arm"] == arm]["trainable_params"]),
                          "paper": hit[0] if hit else math.nan, "paper_tag": hit[1] if hit else ""})
         rows.append(cells)
-    columns = ["model", "task", "regime", "metric"] + (["setting"] if show_variant else [])
+    columns = row_columns(ok) + ["metric"]
     for arm in arms:
         columns += [arm_name(arm)] + ([f"{arm_name(arm)} paper"] if arm in with_paper else [])
     notes = [CELL_NOTE] + ([PAPER_NOTE] if with_paper else []) + _tag_notes(paper, tags)
-    if show_variant:
-        notes.append("setting: runs of one row that differ in model / task / regime / trainer settings are kept "
-                     "apart; the hash identifies the setting (beft.report.store.variant_of).")
+    if settings:
+        notes.append(SETTING_NOTE)
     return columns, rows, pd.DataFrame(data), notes
 
 
 def table2(ok: pd.DataFrame, paper: pd.DataFrame):
     """One row per method, with its trainable parameters, like the paper's Table 2."""
+    settings = with_settings(ok)
     rows, data, tags = [], [], set()
     for key, runs in row_blocks(ok):
         for arm in ordered_arms(runs):
@@ -146,13 +159,13 @@ def table2(ok: pd.DataFrame, paper: pd.DataFrame):
             hit = paper_match(paper, key["model"], key["task"], picked["n_train"].min(), arm, picked["metric"].iloc[0])
             tags |= {hit[1]} if hit else set()
             values = _values(runs, arm)
-            rows.append(label_row(key, runs, False)[:3] + [
+            rows.append(label_row(key, runs, settings) + [
                 arm_name(arm), f"{params:,}" if params else DASH,
                 f"{100 * params / total:.4f}" if params and total else DASH, fmt_cell(values),
                 f"{hit[0]:.2f} [{hit[1]}]" if hit else DASH])
             data.append({**key, "arm": arm, "trainable_params": params, "total_params": total,
                          "mean": _mean(values), "n": len(values), "paper": hit[0] if hit else math.nan})
-    columns = ["model", "task", "regime", "method", "trainable params", "% of model", "score", "paper"]
+    columns = row_columns(ok) + ["method", "trainable params", "% of model", "score", "paper"]
     notes = [CELL_NOTE, PAPER_NOTE, "Trainable parameters include the task head (BERT: classifier + pooler bias)."]
     return columns, rows, pd.DataFrame(data), notes + _tag_notes(paper, tags)
 
@@ -160,6 +173,7 @@ def table2(ok: pd.DataFrame, paper: pd.DataFrame):
 def table4(ok: pd.DataFrame, paper: pd.DataFrame):
     """The paper's Table 4 layout: one row per bias type, the bias trained directly beside each structured update
     of it (LoRA, DoRA, VeRA, VeRA1D on the bias), each with its score and trainable parameters."""
+    settings = with_settings(ok)
     updates = sorted({(u[0], u[2]) for u in map(bias_update_arm, ok["arm"]) if u},
                      key=lambda f: (list(BIAS_UPDATES).index(f[0]), f[1]))
     types = sorted({fixed_type(a) or (bias_update_arm(a) or ("", ""))[1] for a in ok["arm"]} - {"", None},
@@ -171,7 +185,7 @@ def table4(ok: pd.DataFrame, paper: pd.DataFrame):
                                                    for m, authors in updates]
             if not runs["arm"].isin([a for a, _ in arms]).any():
                 continue
-            cells = label_row(key, runs, False)[:3] + [arm_name(f"fixed-{t}")]
+            cells = label_row(key, runs, settings) + [arm_name(f"fixed-{t}")]
             for arm, form in arms:
                 values, picked = _values(runs, arm), runs[runs["arm"] == arm]
                 params = _median(picked["trainable_params"])
@@ -180,7 +194,7 @@ def table4(ok: pd.DataFrame, paper: pd.DataFrame):
                              "mean": _mean(values), "std": pd.Series(values).std() if len(values) > 1 else math.nan,
                              "n": len(values)})
             rows.append(cells)
-    columns = ["model", "task", "regime", "bias", "trained directly", "params"]
+    columns = row_columns(ok) + ["bias", "trained directly", "params"]
     for m, authors in updates:
         name = update_form_name(m, authors)
         columns += [name, f"{name} params"]
@@ -204,6 +218,7 @@ def comparisons(arms: list[str], selection: set[str]) -> list[tuple[str, str]]:
 
 
 def paired_table(ok: pd.DataFrame):
+    settings = with_settings(ok)
     rows, data = [], []
     for key, runs in row_blocks(ok):
         for a, b in comparisons(ordered_arms(runs), set(selection_arms(runs))):
@@ -214,20 +229,27 @@ def paired_table(ok: pd.DataFrame):
             result = stats.paired([left[s] for s in seeds], [right[s] for s in seeds])
             ci = (DASH if math.isnan(result["ci_low"])
                   else f"[{result['ci_low'] * SCALE:+.2f}, {result['ci_high'] * SCALE:+.2f}]")
-            rows.append(label_row(key, runs, False)[:3] + [
-                f"{arm_name(a)} − {arm_name(b)}", str(result["n"]), f"{result['diff'] * SCALE:+.2f}", ci,
+            per_seed = [(left[s] - right[s]) * SCALE for s in seeds]
+            rows.append(label_row(key, runs, settings) + [
+                f"{arm_name(a)} − {arm_name(b)}", str(result["n"]), f"{result['diff'] * SCALE:+.2f}",
+                " ".join(f"{s}: {d:+.2f}" for s, d in zip(seeds, per_seed)), ci,
                 f"{result['wins']}–{result['ties']}–{result['losses']}", f"{result['p']:.3f}"])
-            data.append({**key, "a": a, "b": b, "seeds": " ".join(map(str, seeds)), **result})
-    columns = ["model", "task", "regime", "difference", "n", "Δ (×100)", "95% bootstrap CI", "wins–ties–losses",
-               "sign-flip p"]
+            data.append({**key, "a": a, "b": b, "seeds": " ".join(map(str, seeds)),
+                         "per_seed": " ".join(f"{d:.4f}" for d in per_seed), **result})
+    columns = row_columns(ok) + ["difference", "n", "Δ (×100)", "Δ per seed (seed: Δ)", "95% bootstrap CI",
+                                 "wins–ties–losses", "sign-flip p"]
     return columns, rows, pd.DataFrame(data)
 
 
+SETTING_NOTE = ("setting: runs of one model, task and regime whose settings differ are kept in rows apart, each "
+                "named by the overrides that set it apart (beft.report.settings); where the arms differ only by "
+                "their own tuned trainer.lr, one row names each arm's lr.")
+
 PAIRED_NOTE = ("Paired over the seeds both arms have (same data subset, same head initialisation). Δ: mean "
-               "difference; CI: percentile bootstrap over seeds (optimistic for few seeds); wins–ties–losses: "
-               "seeds where the first arm scored higher / equal / lower; sign-flip p: exact two-sided "
-               "permutation test. With n seeds the smallest possible p is 2/2^n (0.25 for 3 seeds, 0.0625 for 5): "
-               "three seeds cannot establish a difference, and most differences under a point are noise.")
+               "difference, and each seed's; CI: percentile bootstrap over seeds (optimistic for few seeds); "
+               "wins–ties–losses: seeds where the first arm scored higher / equal / lower; sign-flip p: exact "
+               "two-sided permutation test. With n seeds the smallest possible p is 2/2^n (0.25 for 3 seeds, 0.0625 "
+               "for 5): three seeds cannot establish a difference, and most differences under a point are noise.")
 
 
 def measured_types(runs: pd.DataFrame) -> dict[int, dict[str, float]]:
@@ -246,6 +268,7 @@ def measured_types(runs: pd.DataFrame) -> dict[int, dict[str, float]]:
 def selection_table(ok: pd.DataFrame):
     """Per selection method: the types it picked over seeds, its score, whether its pick is the best of the types
     measured for that seed, and its cost against the best single fixed type of the same seed (regret)."""
+    settings = with_settings(ok)
     rows, data = [], []
     for key, runs in row_blocks(ok):
         fixed = runs[runs["arm"].isin([f"fixed-{t}" for t in TYPES])]
@@ -259,7 +282,7 @@ def selection_table(ok: pd.DataFrame):
             regret = [best[s] - mine.loc[s, "value"] for s in seeds]
             judged = sorted(set(mine.index) & set(measured))
             hits = sum(mine.loc[s, "value"] >= max(measured[s].values()) for s in judged)
-            rows.append(label_row(key, runs, False)[:3] + [
+            rows.append(label_row(key, runs, settings) + [
                 arm_name(method), picked, fmt_cell([float(v) for v in mine.sort_index()["value"]]),
                 f"{hits}/{len(judged)}" if judged else DASH,
                 f"{_mean(regret) * SCALE:.2f}" if seeds else DASH])
@@ -267,8 +290,8 @@ def selection_table(ok: pd.DataFrame):
                          "n": len(mine), "best_type_hits": hits, "n_judged": len(judged),
                          "measured_types": " ".join(sorted({t for s in judged for t in measured[s]})),
                          "regret": _mean(regret)})
-    columns = ["model", "task", "regime", "method", "picked (seeds)", "score", "picked the best measured type",
-               "regret vs best of b_v/b_q/b_k (×100)"]
+    columns = row_columns(ok) + ["method", "picked (seeds)", "score", "picked the best measured type",
+                                 "regret vs best of b_v/b_q/b_k (×100)"]
     return columns, rows, pd.DataFrame(data)
 
 
