@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import matplotlib
@@ -127,7 +128,9 @@ def bars(ok: pd.DataFrame, experiment: str, out_dir: Path) -> list[Path]:
         types = sorted({a[len("fixed-"):] for a in block["arm"]}, key=FIXED_ORDER.index)
         width = 0.8 / len(types)
         with plt.rc_context(STYLE):
-            fig, ax = plt.subplots(figsize=(max(3.2, 0.45 * len(groups) * len(types) + 1.4), 2.8),
+            extra = max(_setting_tick(g[2]).count("\n") for g in groups)   # a setting's lines under its tick
+            per_group = max(0.45 * len(types), 1.7 if extra else 0.0)
+            fig, ax = plt.subplots(figsize=(max(3.2, per_group * len(groups) + 1.4), 2.8 + 0.18 * extra),
                                    constrained_layout=True)
             low, high = np.inf, -np.inf
             for j, t in enumerate(types):
@@ -155,7 +158,7 @@ def bars(ok: pd.DataFrame, experiment: str, out_dir: Path) -> list[Path]:
             ax.set_ylabel("validation score (×100)")
             ax.grid(axis="y", lw=0.4, alpha=0.5, zorder=0)
             # Below the tick labels: above the axes it would collide with the two-line title.
-            ax.legend(ncol=len(types), frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+            ax.legend(ncol=len(types), frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16 - 0.08 * extra),
                       handlelength=1.2, columnspacing=1.0)
             seeds = int(block.groupby(["task", "regime_label", "setting", "arm"]).size().max())
             ax.set_title(f"{model}: one bias type trained alone\n(mean ± std over seeds, dots: up to {seeds} seeds)",
@@ -164,9 +167,12 @@ def bars(ok: pd.DataFrame, experiment: str, out_dir: Path) -> list[Path]:
     return paths
 
 
+SECTION_PREFIX = re.compile(r"^(model|task|regime|trainer)\.")
+
+
 def _setting_tick(setting: str) -> str:
     """A row's setting under its tick, short: each override's field name without its section."""
-    return "".join("\n" + part.strip().split(".", 1)[-1] for part in setting.split(", ") if part) if setting else ""
+    return "".join("\n" + SECTION_PREFIX.sub("", part.strip()) for part in setting.split(", ") if part)
 
 
 def _units(ok: pd.DataFrame, store: Store):
