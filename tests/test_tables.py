@@ -248,7 +248,8 @@ def test_why_bv_rows_dropout_and_sgd_at_each_arms_own_lr_are_paired_per_seed(tmp
     assert "| b_v − b_m1 | 3 | -2.00 | 0: -2.00 1: -2.00 2: -2.00 |" in sgd and "0–0–3" in sgd
     assert sum("| b_v − b_m1 |" in line for line in paired.splitlines()) == 3
     from beft.report.figures import _setting_tick   # the bars' tick: one override a line, without its section
-    assert _setting_tick(sgd.split(" | ")[3]) == "\nattention_dropout=null\noptimizer=sgd\nlr per arm: b_m1 0.3\nb_v 1.0"
+    tick = _setting_tick(sgd.split(" | ")[3])
+    assert tick == "\nattention_dropout=null\noptimizer=sgd\nlr per arm: b_m1 0.3\nb_v 1.0"
     assert (tmp_path / "figures" / "exp_bars_minilm.png").exists()
     search = (tmp_path / "tables" / "search.md").read_text()
     assert "trainer.lr=0.1 | acc. | 60.00 (1)" in search and "trainer.lr=1.0 | acc. | 65.00 (1)" in search
