@@ -265,6 +265,8 @@ def test_fields_the_key_ignores_never_split_a_cell(tmp_path):
         new["config"]["trainer"]["device"] = "cuda"
         write(tmp_path / "runs", "exp", old)
         write(tmp_path / "runs", "exp", new)
+    # a failed run in another setting is in no table: it names no rows either
+    write(tmp_path / "runs", "exp", record("minilm", "sst2", "fixed-v", 0, 0.5, epochs=3, status="failed"))
     build(tmp_path, with_figures=False)
     md = (tmp_path / "tables" / "exp.md").read_text()
     assert "75.00 ± 5.77 (4)" in md and "setting" not in md.splitlines()[2]

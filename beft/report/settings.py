@@ -61,12 +61,13 @@ def _text(field: str, fields: dict) -> str:
 
 def assign(runs: pd.DataFrame, arm_names) -> pd.DataFrame:
     """`runs` with a `row` (the row a run belongs to within its experiment × model × task × regime) and a
-    `setting` (its name: "" where the group has one setting). `arm_names`: arm label -> its name in tables."""
+    `setting` (its name: "" where the group has one setting), among the ok runs (a failed run: its own variant,
+    unnamed). `arm_names`: arm label -> its name in tables."""
     runs = runs.copy()
     runs["row"], runs["setting"] = runs["variant"], ""
     if runs.empty:
         return runs
-    for _, group in runs.groupby(GROUP, sort=False):
+    for _, group in runs[runs["status"] == "ok"].groupby(GROUP, sort=False):   # the rows tables show
         variants = sorted(group["variant"].unique())
         if len(variants) == 1:
             continue
