@@ -333,18 +333,16 @@ def test_an_added_output_bias_on_a_bias_free_decoder_trains_and_exports(make_cfg
 # ---- the experiment files -------------------------------------------------------------------------------------
 
 def sweep_jobs(name: str) -> list[list[str]]:
-    """Every job of an experiment's own sweep, as override lists (Hydra's basic sweeper: the product)."""
-    import itertools
+    """Every job of an experiment's own sweep (its params inherited too), as override lists (beft.jobs)."""
+    from beft import jobs
 
-    params = OmegaConf.load(REPO / "conf" / "experiment" / f"{name}.yaml").hydra.sweeper.params
-    axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
-    return [[f"experiment={name}", *job] for job in itertools.product(*axes)]
+    return jobs.job_overrides([f"experiment={name}"])
 
 
 def test_the_why_bv_experiments_check_and_compose():
     from beft.checks import check_experiment
 
-    for name in ("why-bv", "why-bv-sgd-lr", "why-bv-smollm2"):
+    for name in ("why-bv", "why-bv-sgd-lr", "why-bv-sgd-v", "why-bv-sgd-o", "why-bv-smollm2"):
         check_experiment(name, multirun=True)      # every option and key of the sweep exists
         jobs = sweep_jobs(name)
         for job in (jobs[0], jobs[-1]):
@@ -352,6 +350,11 @@ def test_the_why_bv_experiments_check_and_compose():
             config.validate(cfg)
             if name == "why-bv-sgd-lr":
                 assert cfg.trainer.optimizer == "sgd" and cfg.seed == 0 and cfg.task.name == "sst2"
+            if name.startswith("why-bv-sgd-") and name != "why-bv-sgd-lr":   # each arm at the search's lr
+                arm = name[-1]
+                assert cfg.trainer.optimizer == "sgd" and list(cfg.method.terms) == [arm]
+                assert cfg.trainer.lr == {"v": 0.3, "o": 1.0}[arm] and cfg.model.attention_dropout is None
+    assert len(sweep_jobs("why-bv-sgd-o")) == 2 * 3        # task × seed
     jobs = sweep_jobs("why-bv")
     assert len(jobs) == 2 * 2 * 3 * 2                     # task × method × seed × attention dropout (null, 0.0)
 
