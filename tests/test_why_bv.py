@@ -356,7 +356,7 @@ def test_the_why_bv_experiments_check_and_compose():
                 assert cfg.trainer.lr == {"v": 0.3, "o": 1.0}[arm] and cfg.model.attention_dropout is None
     assert len(sweep_jobs("why-bv-sgd-o")) == 2 * 3        # task × seed
     jobs = sweep_jobs("why-bv")
-    assert len(jobs) == 2 * 2 * 3 * 2                     # task × method × seed × attention dropout (null, 0.0)
+    assert len(jobs) == 3 * 2 * 3 * 2                     # task × method × seed × attention dropout (null, 0.0)
 
 
 def test_the_why_bv_jobs_with_the_checkpoints_dropout_keep_their_keys(data_dir):
