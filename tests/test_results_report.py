@@ -101,14 +101,15 @@ def test_make_tables_on_the_committed_records_changes_nothing(tmp_path):
 
 
 def test_jobs_that_differ_only_in_a_setting_are_cells_of_their_own():
-    """experiment=why-bv sweeps model.attention_dropout (the checkpoint's, and off): 36 jobs over 18 method × seed
-    cells, told apart by their variant as the store tells records apart, so one variant's records never count the
+    """experiment=why-bv sweeps model.attention_dropout (the checkpoint's, and off): 120 jobs over 60 model × task ×
+    method × seed cells, told apart by their variant as the store tells records apart, so one variant's records never count the
     other variant's jobs as measured."""
     from beft.report import jobs
 
     cells = jobs.job_cells("why-bv")
     plain = {(c["model"], c["task"], c["arm"], c["seed"]) for c in cells}
-    assert len(cells) == 36 and len(plain) == 18
-    for task in ("sst2", "wic", "cb"):   # the variant covers model, task, regime and trainer: two per task here
-        assert len({c["variant"] for c in cells if c["task"] == task}) == 2
-    assert len({tuple(sorted(c.items())) for c in cells}) == 36
+    assert len(cells) == 120 and len(plain) == 60
+    for model in ("minilm", "mpnet-base"):   # the variant covers model, task, regime and trainer: two per task here
+        for task in ("sst2", "wic", "cb", "rte", "cola"):
+            assert len({c["variant"] for c in cells if (c["model"], c["task"]) == (model, task)}) == 2
+    assert len({tuple(sorted(c.items())) for c in cells}) == 120

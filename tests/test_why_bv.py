@@ -354,21 +354,26 @@ def test_the_why_bv_experiments_check_and_compose():
                 arm = name[-1]
                 assert cfg.trainer.optimizer == "sgd" and list(cfg.method.terms) == [arm]
                 assert cfg.trainer.lr == {"v": 0.3, "o": 1.0}[arm] and cfg.model.attention_dropout is None
-    assert len(sweep_jobs("why-bv-sgd-o")) == 2 * 3        # task × seed
+    assert len(sweep_jobs("why-bv-sgd-o")) == 5 * 3        # task × seed
     jobs = sweep_jobs("why-bv")
-    assert len(jobs) == 3 * 2 * 3 * 2                     # task × method × seed × attention dropout (null, 0.0)
+    assert len(jobs) == 2 * 5 * 2 * 3 * 2                 # model × task × method × seed × attention dropout (null, 0.0)
+    assert {compose(*job).model.name for job in (jobs[0], jobs[-1])} == {"minilm", "mpnet-base"}
 
 
 def test_the_why_bv_jobs_with_the_checkpoints_dropout_keep_their_keys(data_dir):
     """The sweep as first committed (MiniLM, low, sst2/wic × fixed-v/fixed-o × seeds 0-2) has the keys it had."""
+    checked = 0
     for job in sweep_jobs("why-bv"):
-        if "model.attention_dropout=null" not in job or "seed=0" not in job:   # the seeds add nothing here
+        first = {"model=minilm", "model.attention_dropout=null", "seed=0"}   # the seeds add nothing here
+        if not first <= set(job) or not {"task=sst2", "task=wic"} & set(job):
             continue
         cfg = compose(*job, f"data_dir={data_dir}")
         plain = compose(*[o for o in job if not o.startswith(("experiment=", "model.attention_dropout"))],
-                        "model=minilm", "regime=low", f"data_dir={data_dir}")
+                        "regime=low", f"data_dir={data_dir}")
         prints = fingerprint.of_run(cfg.model, cfg.task, str(data_dir))
         assert record_key(cfg, prints) == record_key(without_new_knobs(plain), prints)
+        checked += 1
+    assert checked == 2 * 2   # task × method
 
 
 def test_the_smollm2_b_v_arm_is_found_among_the_committed_decoder_records(real_data_dir):
