@@ -143,14 +143,10 @@ def is_selection(record: dict) -> bool:
 
 
 def variant_of(config: dict) -> str:
-    """Short hash of what changes numbers besides the method and the seed (model, task, regime, trainer), by the
-    record key's own rules (so a field the key ignores, like an encoder task's prompted form, never splits a
-    cell): runs in one table cell must share it, or the table shows them apart."""
-    from beft.record import key_fields
-
-    fields = key_fields(config)
-    setting = {section: fields[section] for section in ("model", "task", "regime", "trainer")}
-    return digest(setting)[:6]
+    """Short hash of what changes numbers besides the method and the seed: the run's setting (model, task, regime,
+    trainer, by the record key's own rules, so a field the key ignores, like an encoder task's prompted form, never
+    splits a cell). Runs in one table cell must share it, or the table shows them apart."""
+    return digest(settings.fields_of(config))[:6]
 
 
 def _row(record: dict, experiment: str, path: Path) -> dict:
