@@ -6,8 +6,9 @@ The jobs are those of `python run.py -m experiment=NAME [overrides]` (beft.jobs)
 writes its record and checked as the run checks it, under the same data directory (`data_dir=`, else
 $BEFT_DATA_DIR, else the hub) that gives the run its key. The cost of a job is the median wall time of the ok
 runs of its model × task × arm in results/tables/<out_dir's folder>_cost.csv (beft/report/costs.py; written by
-`make tables`); where that table has no timed run of it, the cost is unknown. Exit 0 once the state is told
-(whatever it is), 2 on bad input.
+`make tables`); where that table has no timed run of it, the same model × task × arm from another folder's cost
+table (marked *: it ran under that experiment's settings); where none has, the cost is unknown. Exit 0 once the
+state is told (whatever it is), 2 on bad input.
 """
 from __future__ import annotations
 
@@ -43,16 +44,8 @@ def read_overrides(argv: list[str]) -> list[str]:
     return overrides
 
 
-def cost_table(out_dir: str) -> tuple[Path | None, dict]:
-    """The committed cost table of a results folder: {(model, task, arm): median minutes of a timed ok run}."""
-    folder = Path(out_dir)
-    if not folder.is_absolute():
-        folder = Path.cwd() / folder
-    if folder.resolve().parent != RUNS.resolve():
-        return None, {}
-    path = COST_TABLES / f"{folder.name}_cost.csv"
-    if not path.is_file():
-        return path, {}
+def _medians(path: Path) -> dict:
+    """{(model, task, arm): (median minutes, timed runs)} of one cost table's timed ok runs."""
     minutes = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
@@ -61,8 +54,32 @@ def cost_table(out_dir: str) -> tuple[Path | None, dict]:
             except ValueError:
                 continue
             if timed > 0 and median == median:   # (NaN: no timed run)
-                minutes[(row["model"], row["task"], row["arm"])] = median
-    return path, minutes
+                minutes[(row["model"], row["task"], row["arm"])] = (median, timed)
+    return minutes
+
+
+def cost_table(out_dir: str) -> tuple[Path | None, dict, dict]:
+    """The committed cost table of a results folder, {(model, task, arm): median minutes of a timed ok run}, and
+    the same from the other folders' cost tables (the one with the most timed runs of a cell wins): a new grid's
+    cells are often measured in another experiment, with other settings."""
+    folder = Path(out_dir)
+    if not folder.is_absolute():
+        folder = Path.cwd() / folder
+    if folder.resolve().parent != RUNS.resolve():
+        return None, {}, {}
+    path = COST_TABLES / f"{folder.name}_cost.csv"
+    own = {cell: median for cell, (median, _) in _medians(path).items()} if path.is_file() else {}
+    best: dict = {}
+    for other in sorted(COST_TABLES.glob("*_cost.csv")):
+        if other.name != path.name:
+            for cell, (median, timed) in _medians(other).items():
+                if cell not in own and timed > best.get(cell, (0.0, 0))[1]:
+                    best[cell] = (median, timed)
+    return path, own, {cell: median for cell, (median, _) in best.items()}
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def _duration(minutes: float) -> str:
@@ -75,17 +92,20 @@ def report(overrides: list[str], found, out_dir: str, data: str | None) -> list[
     width = max(len(s) for s in STATES)
     for s in found:
         lines.append(f"  {s.state:<{width}}  {s.run_id}" + (f": {s.reason}" if s.reason else ""))
-    table, minutes = cost_table(out_dir)
+    table, minutes, elsewhere = cost_table(out_dir)
     groups: dict[tuple, Counter] = {}
     for s in found:
         groups.setdefault((s.model, s.task, s.arm), Counter())[s.state] += 1
     header = ["model", "task", "arm", "jobs", *STATES, "to run: est."]
-    rows, known, unknown, total = [], 0, 0, 0.0
+    rows, known, unknown, total, borrowed = [], 0, 0, 0.0, 0
     for cell, counts in groups.items():
         left = sum(counts[w] for w in STATES if w != "done")
-        estimate = "" if not left else _duration(left * minutes[cell]) if cell in minutes else "unknown"
-        if left and cell in minutes:
-            known, total = known + left, total + left * minutes[cell]
+        per_job = minutes.get(cell, elsewhere.get(cell))
+        estimate = "" if not left else "unknown" if per_job is None else _duration(left * per_job)
+        if left and per_job is not None:
+            known, total = known + left, total + left * per_job
+            if cell not in minutes:
+                estimate, borrowed = estimate + " *", borrowed + left
         elif left:
             unknown += left
         rows.append([*cell, str(sum(counts.values())), *(str(counts[w]) for w in STATES), estimate])
@@ -97,17 +117,19 @@ def report(overrides: list[str], found, out_dir: str, data: str | None) -> list[
     lines += ["", f"{len(found)} jobs: " + ", ".join(f"{totals[w]} {w}" for w in STATES)]
     left = len(found) - totals["done"]
     if left:
-        where = str(table.relative_to(REPO)) if table and table.is_relative_to(REPO) else table
         if known:
+            sources = [f"{known - borrowed} from {_shown(table)}"] if known > borrowed else []
+            sources += [f"{borrowed} (*) from another experiment's cost table in {_shown(COST_TABLES)}, run under "
+                        "its settings"] if borrowed else []
             cost = (f"≈ {_duration(total)} for {known} of them (median wall time of an ok run of the same model × "
-                    f"task × arm in {where}, which does not split regimes or seeds)")
-            cost += f"; unknown for {unknown} (no timed run of theirs there)" if unknown else ""
-        elif minutes:
-            cost = f"cost unknown: {where} has no timed run of their model × task × arm"
-        elif table:
-            cost = f"cost unknown: no cost table {where} (make tables writes it from the records)"
-        else:
+                    f"task × arm, which does not split regimes or seeds: {'; '.join(sources)})")
+            cost += f"; unknown for {unknown} (no timed run of theirs in any cost table)" if unknown else ""
+        elif table is None:
             cost = f"cost unknown: {out_dir} is not a folder of results/runs, which the cost tables cover"
+        elif not table.is_file() and not elsewhere:
+            cost = f"cost unknown: no cost table {_shown(table)} (make tables writes it from the records)"
+        else:
+            cost = f"cost unknown: no cost table in {_shown(COST_TABLES)} has a timed run of their model × task × arm"
         lines.append(f"to run (failed, invalid and missing: the sweep reruns all three): {left} jobs; {cost}")
         lines.append(f"resume with: python run.py -m {' '.join(overrides)}")
     return lines

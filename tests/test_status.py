@@ -113,6 +113,28 @@ def test_the_report_counts_per_model_task_arm_and_costs_what_is_left(sweep, tmp_
     assert any("also holds 1 record(s)" in line for line in lines)
 
 
+def test_cells_the_sweeps_own_table_lacks_are_costed_from_another_experiments_table(sweep, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """A new grid's cells were often timed in another experiment: their cost comes from there (the table with the
+    most timed runs of the cell), marked *, while the sweep's own table still wins where it has the cell."""
+    overrides, out, _ = sweep
+    monkeypatch.setattr(status, "RUNS", out.parent)
+    monkeypatch.setattr(status, "COST_TABLES", tmp_path)
+    head = "model,task,arm,runs,timed,median_min,min_min,max_min,sum_h\n"
+    (tmp_path / f"{out.name}_cost.csv").write_text(head + "tiny-bert,sst2,fixed-v,3,3,2.0,1.0,3.0,0.1\n")
+    (tmp_path / "a_cost.csv").write_text(head + "tiny-bert,sst2,fixed-v,9,9,50.0,1,99,9\n"
+                                                "tiny-bert,sst2,fixed-k,1,1,10.0,10.0,10.0,0.2\n")
+    (tmp_path / "b_cost.csv").write_text(head + "tiny-bert,sst2,fixed-k,3,3,4.0,3.0,5.0,0.2\n")
+    assert status.main(overrides) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert _row(lines, "tiny-bert", "sst2", "fixed-v") == ["2", "1", "0", "0", "1", "2.0", "min"]      # its own
+    assert _row(lines, "tiny-bert", "sst2", "fixed-k") == ["2", "0", "0", "1", "1", "8.0", "min", "*"]  # b's 3 runs
+    assert _row(lines, "tiny-bert", "sst2", "fixed-q")[-1] == "unknown"
+    left = next(line for line in lines if line.startswith("to run"))
+    assert "23 jobs; ≈ 10.0 min for 3 of them" in left and "unknown for 20" in left
+    assert "1 from " in left and "2 (*) from another experiment's cost table" in left
+
+
 def test_without_a_cost_table_the_cost_is_unknown(sweep, capsys):
     overrides, _, _ = sweep
     assert status.main(overrides) == 0
