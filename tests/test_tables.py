@@ -231,6 +231,7 @@ def test_why_bv_rows_dropout_and_sgd_at_each_arms_own_lr_are_paired_per_seed(tmp
             lr = {"fixed-v": 1.0, "fixed-o": 0.3}[arm]
             write(runs, "exp", _setting(record("minilm", "sst2", arm, seed, base + 0.10 + seed / 50),
                                         trainer__optimizer="sgd", trainer__lr=lr))
+            write(runs, "exp", record("minilm", "rte", arm, seed, base - 0.2))   # a task with one setting so far
     for lr, value in ((0.1, 0.6), (1.0, 0.65)):   # an lr search: one arm, several lrs, seed 0 only
         write(runs, "search", _setting(record("minilm", "sst2", "fixed-v", 0, value), trainer__optimizer="sgd",
                                        trainer__lr=lr))
@@ -243,10 +244,13 @@ def test_why_bv_rows_dropout_and_sgd_at_each_arms_own_lr_are_paired_per_seed(tmp
                             "b_v 1.0"]
     assert "| 71.00 ± 1.00 (3) | 73.00 ± 1.00 (3) |" in rows["model.attention_dropout=null, trainer.optimizer="
                                                               "adamw, trainer.lr=null"]   # never mixed
+    # RTE ran one setting: its row still says which, by the axes SST-2's rows are named by
+    rte = next(line for line in md.splitlines() if "| rte |" in line and "| acc. |" in line)
+    assert rte.split(" | ")[3] == "model.attention_dropout=null, trainer.optimizer=adamw, trainer.lr=null"
     paired = (tmp_path / "tables" / "exp_paired.md").read_text()
     sgd = next(line for line in paired.splitlines() if "per arm" in line)
     assert "| b_v − b_m1 | 3 | -2.00 | 0: -2.00 1: -2.00 2: -2.00 |" in sgd and "0–0–3" in sgd
-    assert sum("| b_v − b_m1 |" in line for line in paired.splitlines()) == 3
+    assert sum("| b_v − b_m1 |" in line for line in paired.splitlines()) == 4
     from beft.report.figures import _setting_tick   # the bars' tick: one override a line, without its section
     tick = _setting_tick(sgd.split(" | ")[3])
     assert tick == "\nattention_dropout=null\noptimizer=sgd\nlr per arm: b_m1 0.3\nb_v 1.0"

@@ -1,10 +1,13 @@
 """The rows of a table besides model, task and regime: runs of one experiment whose settings differ (attention
-dropout off, plain SGD instead of AdamW) are kept apart, each row named by the overrides that set it apart.
+dropout off, plain SGD instead of AdamW) are kept apart, each row named by the overrides that set the
+experiment's rows apart.
 
 A run's setting is what changes its numbers besides its method and seed: the record key's model, task, regime
 and trainer fields (beft.report.store.variant_of hashes them; a field the key ignores never splits a row). Within
-one experiment × model × task × regime, the fields on which the runs' settings differ name the rows, as the
-overrides a user types: `model.attention_dropout=0.0` beside `model.attention_dropout=null`.
+one experiment × model × task × regime, the fields on which the runs' settings differ are the experiment's axes,
+and every row of that experiment is named by its values on all of them, as the overrides a user types:
+`model.attention_dropout=0.0` beside `model.attention_dropout=null`, and a model or task that ran one setting so
+far still says which (its row is not left blank beside rows that are named).
 
 One exception keeps tuned arms comparable: where settings differ only in `trainer.lr` and each arm ran at one lr
 there (each arm at its own tuned lr, as experiment=why-bv's SGD arms), they make one row, named with each arm's lr,
@@ -59,21 +62,38 @@ def _text(field: str, fields: dict) -> str:
     return f"{field} unset" if value is None else f"{field}={value}"
 
 
+def _fields(group: pd.DataFrame) -> dict[str, dict]:
+    """variant -> its setting's {dotted field: value}."""
+    return {v: json.loads(block["setting_fields"].iloc[0]) for v, block in group.groupby("variant")}
+
+
+def _axes(runs: pd.DataFrame) -> list[str]:
+    """The fields on which one experiment's settings differ within some model × task × regime (a field that
+    differs only between models or tasks, as model.name does, is no axis)."""
+    found: set[str] = set()
+    for _, group in runs.groupby(GROUP, sort=False):
+        fields = _fields(group)
+        found |= {f for f in set().union(*fields.values())
+                  if len({json.dumps(v.get(f), sort_keys=True) for v in fields.values()}) > 1}
+    return sorted(found)
+
+
 def assign(runs: pd.DataFrame, arm_names) -> pd.DataFrame:
     """`runs` with a `row` (the row a run belongs to within its experiment × model × task × regime) and a
-    `setting` (its name: "" where the group has one setting), among the ok runs (a failed run: its own variant,
-    unnamed). `arm_names`: arm label -> its name in tables."""
+    `setting` (its name: "" where the experiment has one setting everywhere), among the ok runs (a failed run:
+    its own variant, unnamed). `arm_names`: arm label -> its name in tables."""
     runs = runs.copy()
     runs["row"], runs["setting"] = runs["variant"], ""
     if runs.empty:
         return runs
-    for _, group in runs[runs["status"] == "ok"].groupby(GROUP, sort=False):   # the rows tables show
-        variants = sorted(group["variant"].unique())
-        if len(variants) == 1:
+    ok = runs[runs["status"] == "ok"]
+    axes = {experiment: _axes(block) for experiment, block in ok.groupby("experiment", sort=False)}
+    for _, group in ok.groupby(GROUP, sort=False):   # the rows tables show
+        differ = axes[group["experiment"].iloc[0]]
+        if not differ:
             continue
-        fields = {v: json.loads(group[group["variant"] == v]["setting_fields"].iloc[0]) for v in variants}
-        differ = sorted(f for f in set().union(*fields.values())
-                        if len({json.dumps(fields[v].get(f), sort_keys=True) for v in variants}) > 1)
+        variants = sorted(group["variant"].unique())
+        fields = _fields(group)
         others = [f for f in differ if f != LR]
         by_rest: dict[tuple, list[str]] = {}
         for v in variants:

@@ -241,9 +241,11 @@ def paired_table(ok: pd.DataFrame):
     return columns, rows, pd.DataFrame(data)
 
 
-SETTING_NOTE = ("setting: runs of one model, task and regime whose settings differ are kept in rows apart, each "
-                "named by the overrides that set it apart (beft.report.settings); where the arms differ only by "
-                "their own tuned trainer.lr, one row names each arm's lr.")
+SETTING_NOTE = ("setting: runs of one model, task and regime whose settings differ are kept in rows apart; every "
+                "row is named, as overrides, by the fields on which the experiment's settings differ "
+                "(beft.report.settings), where null is the config's own (trainer.lr=null: the task's lr; "
+                "model.attention_dropout=null: the checkpoint's dropout); where the arms differ only by their own "
+                "tuned trainer.lr, one row names each arm's lr.")
 
 PAIRED_NOTE = ("Paired over the seeds both arms have (same data subset, same head initialisation). Δ: mean "
                "difference, and each seed's; CI: percentile bootstrap over seeds (optimistic for few seeds); "
