@@ -67,15 +67,10 @@ def _fields(group: pd.DataFrame) -> dict[str, dict]:
     return {v: json.loads(block["setting_fields"].iloc[0]) for v, block in group.groupby("variant")}
 
 
-def _axes(runs: pd.DataFrame) -> list[str]:
-    """The fields on which one experiment's settings differ within some model × task × regime (a field that
-    differs only between models or tasks, as model.name does, is no axis)."""
-    found: set[str] = set()
-    for _, group in runs.groupby(GROUP, sort=False):
-        fields = _fields(group)
-        found |= {f for f in set().union(*fields.values())
-                  if len({json.dumps(v.get(f), sort_keys=True) for v in fields.values()}) > 1}
-    return sorted(found)
+def _differing(fields: dict[str, dict]) -> set[str]:
+    """The fields on which the settings of one model × task × regime differ."""
+    return {f for f in set().union(*fields.values())
+            if len({json.dumps(v.get(f), sort_keys=True) for v in fields.values()}) > 1}
 
 
 def assign(runs: pd.DataFrame, arm_names) -> pd.DataFrame:
@@ -86,14 +81,17 @@ def assign(runs: pd.DataFrame, arm_names) -> pd.DataFrame:
     runs["row"], runs["setting"] = runs["variant"], ""
     if runs.empty:
         return runs
-    ok = runs[runs["status"] == "ok"]
-    axes = {experiment: _axes(block) for experiment, block in ok.groupby("experiment", sort=False)}
-    for _, group in ok.groupby(GROUP, sort=False):   # the rows tables show
-        differ = axes[group["experiment"].iloc[0]]
+    groups = [(group, _fields(group)) for _, group in runs[runs["status"] == "ok"].groupby(GROUP, sort=False)]
+    # an experiment's axes: the fields its settings differ on within some model × task × regime (a field that
+    # differs only between models or tasks, as model.name does, is no axis)
+    axes: dict[str, set[str]] = {}
+    for group, fields in groups:
+        axes.setdefault(group["experiment"].iloc[0], set()).update(_differing(fields))
+    for group, fields in groups:   # the rows tables show
+        differ = sorted(axes[group["experiment"].iloc[0]])
         if not differ:
             continue
-        variants = sorted(group["variant"].unique())
-        fields = _fields(group)
+        variants = sorted(fields)
         others = [f for f in differ if f != LR]
         by_rest: dict[tuple, list[str]] = {}
         for v in variants:

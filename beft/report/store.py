@@ -30,9 +30,9 @@ log = logging.getLogger("beft")
 CELL = ["experiment", "model", "task", "regime_label", "variant", "arm", "seed"]   # one number in a table
 
 # Display order: the paper's model, task and regime order, then anything else alphabetically.
-MODELS = ["bert-base-cased", "bert-large-cased", "roberta-base", "minilm", "mpnet-base", "opt-1.3b", "opt-6.7b", "llama2-7b",
-          "gpt-j-6b", "deepseek-coder-1.3b", "smollm2-135m", "qwen2.5-coder-0.5b", "tiny-bert", "tiny-opt",
-          "tiny-llama", "tiny-qwen2"]
+MODELS = ["bert-base-cased", "bert-large-cased", "roberta-base", "minilm", "mpnet-base", "opt-1.3b", "opt-6.7b",
+          "llama2-7b", "gpt-j-6b", "deepseek-coder-1.3b", "smollm2-135m", "qwen2.5-coder-0.5b", "tiny-bert",
+          "tiny-opt", "tiny-llama", "tiny-qwen2"]
 TASKS = ["cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "cb", "wic", "boolq", "copa", "wsc",
          "multirc", "record", "squad", "drop"]
 REGIMES = ["low", "medium", "high", "full"]
